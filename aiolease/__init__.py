@@ -1,0 +1,42 @@
+"""aiolease: asyncio leases on DynamoDB.
+
+Obtain an item, keep it alive with heartbeats in a background task, and stop touching it
+the moment the lease may be lost::
+
+    async with LockStore.connect("leases") as store:
+        locker = Locker(store)
+        async with locker.lease(LeaseRequest("worker-1", 30)) as lease:
+            ...  # cancelled, and LeaseLostError raised, if the lease is lost
+"""
+
+from ._errors import (
+    LeaseError,
+    LeaseLostError,
+    LeaseNotObtainedError,
+    LeaseStoreError,
+    LeaseUnavailableError,
+)
+from ._global import global_lock_store, setup_lock_store_global
+from ._locker import LeaseScope, Locker
+from ._log import set_logger
+from ._store import LockStore
+from ._types import Lease, LeaseItem, LeaseRequest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Lease",
+    "LeaseError",
+    "LeaseItem",
+    "LeaseLostError",
+    "LeaseNotObtainedError",
+    "LeaseRequest",
+    "LeaseScope",
+    "LeaseStoreError",
+    "LeaseUnavailableError",
+    "LockStore",
+    "Locker",
+    "global_lock_store",
+    "set_logger",
+    "setup_lock_store_global",
+]

@@ -1,0 +1,81 @@
+"""The exception hierarchy: one base class, one subclass per way a lease can fail."""
+
+from __future__ import annotations
+
+__all__ = [
+    "LeaseError",
+    "LeaseLostError",
+    "LeaseNotObtainedError",
+    "LeaseStoreError",
+    "LeaseUnavailableError",
+]
+
+
+class LeaseError(Exception):
+    """Base class of every error aiolease raises on purpose.
+
+    ``lease_id`` names the item concerned, when there is one.
+    """
+
+    def __init__(self, message: str, *, lease_id: str | None = None) -> None:
+        super().__init__(message)
+        self.lease_id = lease_id
+
+
+class LeaseNotObtainedError(LeaseError):
+    """The item is held by someone else, or there is no such item, or none was free.
+
+    ``holder`` is the lessee that held the item, when known; ``item_exists`` is ``False``
+    when the named item has no row (waiting for it will not help).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        lease_id: str | None = None,
+        holder: str | None = None,
+        item_exists: bool = True,
+    ) -> None:
+        super().__init__(message, lease_id=lease_id)
+        self.holder = holder
+        self.item_exists = item_exists
+
+
+class LeaseLostError(LeaseError):
+    """A held lease was taken over, released by someone else, or could not be renewed in time.
+
+    Once raised, the work done under the lease must be assumed unsafe to continue.
+    ``reason`` says why, in a few words.
+    """
+
+    def __init__(self, message: str, *, lease_id: str | None = None, reason: str = "") -> None:
+        super().__init__(message, lease_id=lease_id)
+        self.reason = reason or message
+
+
+class LeaseStoreError(LeaseError):
+    """The table cannot be used: missing, wrong key schema, access denied, malformed rows.
+
+    Retrying does not help; the message names the table and the hash key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str | None = None,
+        hash_key: str | None = None,
+        lease_id: str | None = None,
+    ) -> None:
+        super().__init__(message, lease_id=lease_id)
+        self.table = table
+        self.hash_key = hash_key
+
+
+class LeaseUnavailableError(LeaseError):
+    """DynamoDB did not answer usefully (throttling, 5xx, timeouts, no connection).
+
+    Raised only once the library's own retries are exhausted. The outcome of the write
+    it was attempting is unknown; the original error is the ``__cause__``.
+    """

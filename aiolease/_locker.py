@@ -1,0 +1,556 @@
+"""Locker: obtaining leases, heartbeating them, and cancelling work that may have lost one.
+
+The locker speaks time and tasks; everything it knows of DynamoDB goes through the
+store's public coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+
+from ._errors import (
+    LeaseError,
+    LeaseLostError,
+    LeaseNotObtainedError,
+    LeaseStoreError,
+    LeaseUnavailableError,
+)
+from ._log import get_logger
+from ._types import Lease, LeaseRequest, _as_seconds
+
+if TYPE_CHECKING:
+    from ._store import LockStore
+
+__all__ = ["LeaseScope", "Locker"]
+
+_T = TypeVar("_T")
+
+# Renew three times per lease by default: one slow or failed call must not lose the lease.
+_RENEWALS_PER_LEASE = 3
+# The holder stops this long before its expiry (a tenth of the lease, at most 2 s): room for
+# the cancelled work to unwind and for the holder's clock to run a little slow.
+_MARGIN_FRACTION = 0.1
+_MAX_MARGIN = 2.0
+# Backoff between failed renewal attempts, capped by the heartbeat period.
+_RETRY_BASE = 0.1
+# A pool scan stops reading pages once it has this many candidates to try.
+_ENOUGH_CANDIDATES = 64
+# Releasing on exit never holds the caller up longer than this (the lease expires anyway).
+_MAX_RELEASE_TIME = 5.0
+
+
+def _extra(lease: Lease) -> dict[str, Any]:
+    return {
+        "lease_id": lease.lease_id,
+        "lessee_id": lease.lessee_id,
+        "fencing_token": lease.fencing_token,
+    }
+
+
+def _describe(lease: Lease) -> str:
+    return f"{lease.lease_id!r} (lessee {lease.lessee_id!r}, token {lease.fencing_token})"
+
+
+class _Hold:
+    """One held lease: the latest Lease from the store and its local deadline (loop time)."""
+
+    __slots__ = ("deadline", "lease")
+
+    def __init__(self, lease: Lease, deadline: float) -> None:
+        self.lease = lease
+        self.deadline = deadline
+
+
+class Locker:
+    """Obtains leases from a :class:`LockStore` and keeps them alive.
+
+    ``max_clock_skew`` (seconds) bounds how far hosts' wall clocks may disagree: another
+    lessee's lease counts as expired only once ``LeaseUntil + max_clock_skew`` has passed
+    here. ``safety_margin`` (default: a tenth of the lease, at most 2 s) is how long before
+    its expiry a holder cancels its own work.
+    """
+
+    def __init__(
+        self,
+        store: LockStore,
+        *,
+        max_clock_skew: float = 1.0,
+        takeover: Literal["clock", "observe"] = "clock",
+        safety_margin: float | None = None,
+    ) -> None:
+        from ._store import LockStore
+
+        if not isinstance(store, LockStore):
+            raise TypeError(f"store must be a LockStore, not {type(store).__name__}")
+        if isinstance(max_clock_skew, bool) or not isinstance(max_clock_skew, int | float):
+            raise TypeError(f"max_clock_skew must be a number, not {type(max_clock_skew).__name__}")
+        if not 0 <= max_clock_skew < 86_400:
+            raise ValueError(
+                f"max_clock_skew must be between 0 and one day, not {max_clock_skew!r}"
+            )
+        if takeover not in ("clock", "observe"):
+            raise ValueError(f"takeover must be 'clock' or 'observe', not {takeover!r}")
+        if takeover == "observe":
+            raise NotImplementedError("takeover='observe' is not implemented yet")
+        if safety_margin is not None:
+            safety_margin = _as_seconds("safety_margin", safety_margin)
+        self.store = store
+        self.max_clock_skew = float(max_clock_skew)
+        self.takeover = takeover
+        self.safety_margin = safety_margin
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"Locker({self.store!r}, max_clock_skew={self.max_clock_skew})"
+
+    # -- obtaining ----------------------------------------------------------------------
+
+    async def obtain_lease(self, request: LeaseRequest) -> Lease:
+        """Lease any available (free or expired) item; :class:`LeaseNotObtainedError` if none.
+
+        Candidates come from a filtered scan and are tried in random order, so workers
+        starting together spread over the pool instead of colliding on the first rows.
+        """
+        _check_request(request)
+        candidates: list[str] = []
+        async with aclosing(
+            self.store.scan(available=True, max_clock_skew=self.max_clock_skew)
+        ) as items:
+            async for item in items:
+                candidates.append(item.lease_id)
+                if len(candidates) >= _ENOUGH_CANDIDATES:
+                    break
+        random.shuffle(candidates)
+        for lease_id in candidates:
+            try:
+                lease = await self.store.acquire(
+                    lease_id, request, max_clock_skew=self.max_clock_skew
+                )
+            except LeaseNotObtainedError:
+                continue  # taken since the scan: try the next one
+            self._log_acquired(lease)
+            return lease
+        raise LeaseNotObtainedError(
+            f"no free item for {request.lessee_id!r} in table {self.store.table_name!r} "
+            f"({len(candidates)} candidate(s) tried)"
+        )
+
+    async def wait_until_lease_obtained(self, request: LeaseRequest, wait_period: float) -> Lease:
+        """Retry :meth:`obtain_lease` every ``wait_period`` seconds until it succeeds.
+
+        Transient DynamoDB errors are logged and retried; a store error (missing table,
+        access denied) is raised.
+        """
+        _check_request(request)
+        wait_period = _as_seconds("wait_period", wait_period)
+        while True:
+            try:
+                return await self.obtain_lease(request)
+            except LeaseNotObtainedError:
+                pass
+            except LeaseUnavailableError as exc:
+                get_logger().warning("obtaining a lease for %s: %s", request.lessee_id, exc)
+            await _pause(wait_period)
+
+    async def _obtain(
+        self,
+        request: LeaseRequest,
+        lease_id: str | None,
+        wait_period: float,
+        timeout: float | None,
+    ) -> Lease:
+        """Obtain any item, or the named one, waiting up to ``timeout`` (None: forever)."""
+        try:
+            async with asyncio.timeout(timeout):
+                if lease_id is None:
+                    return await self.wait_until_lease_obtained(request, wait_period)
+                return await self._wait_for_named(request, lease_id, wait_period)
+        except TimeoutError:
+            what = "an item" if lease_id is None else repr(lease_id)
+            raise LeaseNotObtainedError(
+                f"{request.lessee_id!r} obtained no lease on {what} within {timeout} s",
+                lease_id=lease_id,
+            ) from None
+
+    async def _wait_for_named(
+        self, request: LeaseRequest, lease_id: str, wait_period: float
+    ) -> Lease:
+        while True:
+            try:
+                lease = await self.store.acquire(
+                    lease_id, request, max_clock_skew=self.max_clock_skew
+                )
+            except LeaseNotObtainedError as exc:
+                if not exc.item_exists:
+                    raise  # waiting will not make the row appear
+            except LeaseUnavailableError as exc:
+                get_logger().warning("obtaining %r for %s: %s", lease_id, request.lessee_id, exc)
+            else:
+                self._log_acquired(lease)
+                return lease
+            await _pause(wait_period)
+
+    # -- keeping alive ------------------------------------------------------------------
+
+    async def heartbeat(self, lease: Lease, period: float) -> NoReturn:
+        """Renew ``lease`` every ``period`` seconds, forever.
+
+        Raises :class:`LeaseLostError` as soon as the lease is lost: taken over, released by
+        someone else, or not renewed before its local deadline. Stops when cancelled, so it
+        fits a ``TaskGroup``: ``tg.create_task(locker.heartbeat(lease, 10))``.
+        """
+        if not isinstance(lease, Lease):
+            raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
+        period = self._check_period(lease.request, period)
+        await self._keep_alive(_Hold(lease, self._deadline(lease)), period, None)
+
+    async def _keep_alive(
+        self, hold: _Hold, period: float, on_renewed: Callable[[_Hold], None] | None
+    ) -> NoReturn:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = hold.lease.sent_at + period - loop.time()
+            if delay > 0:
+                await asyncio.sleep(min(delay, hold.deadline - loop.time()))
+            await self._renew(hold)
+            if on_renewed is not None:
+                on_renewed(hold)
+
+    async def _renew(self, hold: _Hold) -> None:
+        """Renew once, retrying transient failures until the local deadline."""
+        loop = asyncio.get_running_loop()
+        lease = hold.lease
+        backoff = _RETRY_BASE
+        attempt = 0
+        while True:
+            if loop.time() >= hold.deadline:
+                raise self._lost(lease, "its local deadline passed before a renewal succeeded")
+            attempt += 1
+            try:
+                async with asyncio.timeout_at(hold.deadline):
+                    renewed = await self.store.renew(lease)
+            except TimeoutError:
+                raise self._lost(
+                    lease, "a renewal was still unanswered at the local deadline"
+                ) from None
+            except LeaseLostError as exc:
+                raise self._lost(lease, f"the item is {exc.reason}") from exc
+            except LeaseStoreError as exc:
+                raise self._lost(lease, f"the table cannot be written: {exc}") from exc
+            except LeaseUnavailableError as exc:
+                left = hold.deadline - loop.time()
+                get_logger().warning(
+                    "renewal attempt %d of %s failed (%s); retrying, %.2f s left",
+                    attempt,
+                    _describe(lease),
+                    exc,
+                    left,
+                    extra=_extra(lease),
+                )
+                await asyncio.sleep(max(0.0, min(random.uniform(backoff / 2, backoff), left)))
+                backoff = min(backoff * 2, lease.request.duration / _RENEWALS_PER_LEASE)
+                continue
+            if loop.time() >= hold.deadline:
+                # The loop stalled, or the answer came too late: the work may already have
+                # overrun, so a renewal after the deadline does not revive the lease.
+                raise self._lost(lease, "the renewal was answered after the local deadline")
+            hold.lease = renewed
+            hold.deadline = self._deadline(renewed)
+            get_logger().debug("renewed %s", _describe(renewed), extra=_extra(renewed))
+            return
+
+    # -- scopes -------------------------------------------------------------------------
+
+    def lease(
+        self,
+        request: LeaseRequest,
+        lease_id: str | None = None,
+        *,
+        wait_period: float = 1.0,
+        timeout: float | None = None,
+        heartbeat_period: float | None = None,
+    ) -> LeaseScope:
+        """Hold a lease for the body of an ``async with``; see :class:`LeaseScope`."""
+        return LeaseScope(
+            self,
+            request,
+            lease_id,
+            wait_period=wait_period,
+            timeout=timeout,
+            heartbeat_period=heartbeat_period,
+        )
+
+    async def run(
+        self,
+        request: LeaseRequest,
+        work: Callable[[Lease], Awaitable[_T]],
+        lease_id: str | None = None,
+        *,
+        wait_period: float = 1.0,
+        timeout: float | None = None,
+        heartbeat_period: float | None = None,
+    ) -> _T:
+        """Run ``await work(lease)`` under a lease and return its result.
+
+        If the lease is lost, ``work`` is cancelled and :class:`LeaseLostError` raised.
+        """
+        if not callable(work):
+            raise TypeError(f"work must be a coroutine function, not {type(work).__name__}")
+        async with self.lease(
+            request,
+            lease_id,
+            wait_period=wait_period,
+            timeout=timeout,
+            heartbeat_period=heartbeat_period,
+        ) as lease:
+            return await work(lease)
+
+    async def _finish(self, hold: _Hold, heartbeat: asyncio.Task[None]) -> None:
+        """Stop the heartbeat, then release: never raises, never takes long."""
+        heartbeat.cancel()
+        await asyncio.wait([heartbeat])
+        lease = hold.lease
+        try:
+            async with asyncio.timeout(min(_MAX_RELEASE_TIME, lease.request.duration)):
+                released = await self.store.release(lease)
+        except (LeaseError, TimeoutError) as exc:
+            get_logger().warning(
+                "could not release %s (%s); it expires at %s",
+                _describe(lease),
+                exc or "timed out",
+                lease.until.isoformat(),
+                extra=_extra(lease),
+            )
+            return
+        if released:
+            get_logger().info("released %s", _describe(lease), extra=_extra(lease))
+        else:
+            get_logger().info(
+                "%s was no longer held at release", _describe(lease), extra=_extra(lease)
+            )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _margin(self, duration: float) -> float:
+        if self.safety_margin is not None:
+            return min(self.safety_margin, duration / 2)
+        return min(duration * _MARGIN_FRACTION, _MAX_MARGIN)
+
+    def _deadline(self, lease: Lease) -> float:
+        """The loop time by which the holder must have stopped: sent + duration - margin."""
+        duration = lease.request.duration
+        if lease.sent_at > 0:
+            return lease.sent_at + duration - self._margin(duration)
+        # A Lease built by hand: trust the stored expiry, read against the local wall clock.
+        left = (lease.until_ns - time.time_ns()) / 1e9
+        return asyncio.get_running_loop().time() + left - self._margin(duration)
+
+    @staticmethod
+    def _check_period(request: LeaseRequest, period: float | None) -> float:
+        duration = request.duration
+        if period is None:
+            return duration / _RENEWALS_PER_LEASE
+        period = _as_seconds("heartbeat_period", period)
+        if period >= duration:
+            raise ValueError(
+                f"heartbeat_period ({period} s) must be shorter than the lease duration "
+                f"({duration} s)"
+            )
+        if period > duration / _RENEWALS_PER_LEASE:
+            warnings.warn(
+                f"heartbeat_period {period} s leaves fewer than {_RENEWALS_PER_LEASE} renewal "
+                f"attempts per {duration} s lease: one slow call may lose it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return period
+
+    def _lost(self, lease: Lease, why: str) -> LeaseLostError:
+        get_logger().info("lost %s: %s", _describe(lease), why, extra=_extra(lease))
+        return LeaseLostError(
+            f"lease on {_describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=why
+        )
+
+    def _log_acquired(self, lease: Lease) -> None:
+        get_logger().info(
+            "acquired %s until %s", _describe(lease), lease.until.isoformat(), extra=_extra(lease)
+        )
+
+
+class _State(enum.Enum):
+    CREATED = "created"
+    ENTERED = "entered"
+    LOST = "lost"
+    EXITED = "exited"
+
+
+class LeaseScope:
+    """``async with locker.lease(request) as lease:`` — hold a lease for the body's duration.
+
+    On entry, obtains the lease (any item, or ``lease_id``), waiting up to ``timeout``
+    seconds (then :class:`LeaseNotObtainedError`), and starts a heartbeat task. If the lease
+    is lost — taken over, or not renewed before its local deadline — the body is cancelled
+    and :class:`LeaseLostError` raised from the ``async with``, as ``asyncio.timeout()``
+    raises ``TimeoutError``; a cancellation from outside still propagates as
+    ``CancelledError``. On exit the heartbeat stops and the lease is released, shielded from
+    the cancellation that may be unwinding and without masking the body's exception.
+    """
+
+    def __init__(
+        self,
+        locker: Locker,
+        request: LeaseRequest,
+        lease_id: str | None,
+        *,
+        wait_period: float,
+        timeout: float | None,
+        heartbeat_period: float | None,
+    ) -> None:
+        _check_request(request)
+        if lease_id is not None and not isinstance(lease_id, str):
+            raise TypeError(f"lease_id must be a str or None, not {type(lease_id).__name__}")
+        self._locker = locker
+        self._request = request
+        self._lease_id = lease_id
+        self._wait_period = _as_seconds("wait_period", wait_period)
+        self._timeout = None if timeout is None else _as_seconds("timeout", timeout)
+        self._period = locker._check_period(request, heartbeat_period)
+        self._state = _State.CREATED
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._hold: _Hold | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lost: BaseException | None = None
+
+    def __repr__(self) -> str:
+        held = f" {_describe(self._hold.lease)}" if self._hold else ""
+        return f"<LeaseScope {self._state.value}{held}>"
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease was lost while the body ran."""
+        return self._lost is not None
+
+    def time_left(self) -> float:
+        """Seconds until the body would be cancelled if no renewal succeeds (0 once lost/exited).
+
+        Check it before a step that must finish under the lease (and fence the step's writes
+        with the fencing token anyway).
+        """
+        if self._state is not _State.ENTERED or self._hold is None:
+            return 0.0
+        return max(0.0, self._hold.deadline - asyncio.get_running_loop().time())
+
+    async def __aenter__(self) -> Lease:
+        if self._state is not _State.CREATED:
+            raise RuntimeError("a lease scope can only be entered once")
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("locker.lease() must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        lease = await self._locker._obtain(
+            self._request, self._lease_id, self._wait_period, self._timeout
+        )
+        loop = asyncio.get_running_loop()
+        self._hold = _Hold(lease, self._locker._deadline(lease))
+        self._timer = loop.call_at(self._hold.deadline, self._on_deadline)
+        self._heartbeat = loop.create_task(
+            self._locker._keep_alive(self._hold, self._period, self._on_renewed),
+            name=f"aiolease heartbeat {lease.lease_id}",
+        )
+        self._heartbeat.add_done_callback(self._on_heartbeat_done)
+        self._state = _State.ENTERED
+        return lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if self._state is _State.CREATED or self._state is _State.EXITED:
+            raise RuntimeError(f"lease scope exited while {self._state.value}")
+        assert self._task is not None and self._hold is not None and self._heartbeat is not None
+        lost = self._lost
+        self._state = _State.EXITED
+        if self._timer is not None:
+            self._timer.cancel()
+        finish = asyncio.get_running_loop().create_task(
+            self._locker._finish(self._hold, self._heartbeat)
+        )
+        self._locker._background.add(finish)
+        finish.add_done_callback(self._locker._background.discard)
+        try:
+            # Shielded: an outer cancellation propagates at once, the release goes on.
+            await asyncio.shield(finish)
+        finally:
+            ours_only = lost is not None and self._task.uncancel() <= self._cancelling
+        if ours_only and (exc_type is None or issubclass(exc_type, asyncio.CancelledError)):
+            # The cancellation was ours (or the body swallowed it): report the loss instead.
+            raise LeaseLostError(str(lost), lease_id=self._hold.lease.lease_id) from lost
+
+    # Callbacks, run by the event loop: they only record the loss and cancel the body.
+
+    def _on_renewed(self, hold: _Hold) -> None:
+        if self._state is _State.ENTERED:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(hold.deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        # The heartbeat should have reported the loss by now; this is the backstop for a
+        # heartbeat that is stuck, so the body never outlives the deadline.
+        if self._state is _State.ENTERED and self._hold is not None:
+            self._lose(
+                self._locker._lost(self._hold.lease, "its local deadline passed (heartbeat stuck)")
+            )
+
+    def _on_heartbeat_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None or isinstance(exc, LeaseLostError):
+            self._lose(exc or RuntimeError("heartbeat ended"))
+            return
+        # Never a silent death: an unexpected heartbeat failure ends the work too.
+        assert self._hold is not None
+        get_logger().error(
+            "heartbeat of %s failed: %r", _describe(self._hold.lease), exc, exc_info=exc
+        )
+        lost = LeaseLostError(
+            f"lease on {_describe(self._hold.lease)} lost: its heartbeat failed ({exc!r})",
+            lease_id=self._hold.lease.lease_id,
+        )
+        lost.__cause__ = exc
+        self._lose(lost)
+
+    def _lose(self, exc: BaseException) -> None:
+        if self._state is not _State.ENTERED:
+            return
+        self._state = _State.LOST
+        self._lost = exc
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._task is not None
+        self._task.cancel(msg="aiolease: lease lost")
+
+
+def _check_request(request: object) -> None:
+    if not isinstance(request, LeaseRequest):
+        raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
+
+
+async def _pause(wait_period: float) -> None:
+    # Jitter down, never up: a waiter retries within one wait period, and waiters that
+    # started together drift apart.
+    await asyncio.sleep(wait_period * random.uniform(0.5, 1.0))

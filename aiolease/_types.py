@@ -1,0 +1,123 @@
+"""The values passed between the caller, the locker and the store."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = ["Lease", "LeaseItem", "LeaseRequest"]
+
+# A lessee ID is stored in every row it holds and written on every renewal; keep it small.
+MAX_LESSEE_ID_LENGTH = 1024
+# Longer leases are almost certainly a unit mistake (milliseconds passed as seconds).
+MAX_DURATION = timedelta(days=7).total_seconds()
+
+
+def _as_seconds(name: str, value: object) -> float:
+    """Validate a positive, finite duration given as seconds or a timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(
+            f"{name} must be seconds (int or float) or a timedelta, not {type(value).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, not {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """Who wants a lease and for how long.
+
+    ``lessee_id`` must be unique per process or worker: two workers sharing an ID are
+    one lessee to the store. ``duration`` is in seconds; a ``timedelta`` is converted.
+    """
+
+    lessee_id: str
+    duration: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lessee_id, str):
+            raise TypeError(f"lessee_id must be a str, not {type(self.lessee_id).__name__}")
+        if not self.lessee_id:
+            raise ValueError("lessee_id must not be empty")
+        if len(self.lessee_id) > MAX_LESSEE_ID_LENGTH:
+            raise ValueError(
+                f"lessee_id is {len(self.lessee_id)} characters long; "
+                f"the limit is {MAX_LESSEE_ID_LENGTH}"
+            )
+        seconds = _as_seconds("duration", self.duration)
+        if seconds > MAX_DURATION:
+            raise ValueError(
+                f"duration must be at most {MAX_DURATION:.0f} seconds (7 days), not {seconds!r}"
+            )
+        object.__setattr__(self, "duration", seconds)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease held on one item, as returned by the store when it was obtained or renewed.
+
+    ``until`` is the expiry written to the row (UTC); ``fencing_token`` grows each time the
+    item passes to a new holder, so downstream writes can reject older holders.
+    ``attributes`` are the row's user attributes at the time of the write.
+    """
+
+    lease_id: str
+    request: LeaseRequest
+    until: datetime
+    fencing_token: int
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: The exact ``LeaseUntil`` value written, in Unix epoch nanoseconds.
+    until_ns: int = field(default=0, compare=False, repr=False)
+    #: Event-loop time (``loop.time()``) just before the write was first sent: the holder's
+    #: local deadline counts from here, never from when the answer arrived.
+    sent_at: float = field(default=0.0, compare=False, repr=False)
+
+    @property
+    def lessee_id(self) -> str:
+        """Shortcut for ``lease.request.lessee_id``."""
+        return self.request.lessee_id
+
+
+@dataclass(frozen=True)
+class LeaseItem:
+    """A snapshot of one row of the lease table, as read by a scan.
+
+    ``lessee_id`` is ``None`` when the item is free. ``until_ns`` is the stored
+    ``LeaseUntil`` (0 when free). ``fencing_token`` is 0 for an item never leased.
+    """
+
+    lease_id: str
+    lessee_id: str | None
+    until_ns: int
+    fencing_token: int
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def until(self) -> datetime | None:
+        """``until_ns`` as a UTC datetime, or ``None`` when the row has no expiry."""
+        return ns_to_datetime(self.until_ns) if self.until_ns > 0 else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """Unix epoch nanoseconds to an aware UTC datetime (microsecond precision)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """An aware datetime to Unix epoch nanoseconds."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"until must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("until must be timezone-aware (e.g. datetime.now(UTC))")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000

@@ -24,6 +24,7 @@ from ._errors import (
     LeaseUnavailableError,
 )
 from ._log import get_logger
+from ._observe import Observations, obtain_any, obtain_named
 from ._types import Lease, LeaseRequest, _as_seconds
 
 if TYPE_CHECKING:
@@ -76,6 +77,13 @@ class Locker:
     lessee's lease counts as expired only once ``LeaseUntil + max_clock_skew`` has passed
     here. ``safety_margin`` (default: a tenth of the lease, at most 2 s) is how long before
     its expiry a holder cancels its own work.
+
+    ``takeover`` chooses how another lessee's lease is judged expired: ``"clock"`` by the
+    stored ``LeaseUntil`` against the local wall clock (plus ``max_clock_skew``), as the Go
+    package does; ``"observe"`` only once this locker has itself seen the row unchanged for
+    the holder's stored lease duration on its own monotonic clock, which needs no agreement
+    between clocks (rows without a stored duration, such as Go's, still use the clock rule).
+    See docs/takeover-modes.md.
     """
 
     def __init__(
@@ -98,18 +106,21 @@ class Locker:
             )
         if takeover not in ("clock", "observe"):
             raise ValueError(f"takeover must be 'clock' or 'observe', not {takeover!r}")
-        if takeover == "observe":
-            raise NotImplementedError("takeover='observe' is not implemented yet")
         if safety_margin is not None:
             safety_margin = _as_seconds("safety_margin", safety_margin)
         self.store = store
         self.max_clock_skew = float(max_clock_skew)
         self.takeover = takeover
         self.safety_margin = safety_margin
+        # What observe mode has seen of rows held by others, kept across calls.
+        self._observations = Observations() if takeover == "observe" else None
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
-        return f"Locker({self.store!r}, max_clock_skew={self.max_clock_skew})"
+        return (
+            f"Locker({self.store!r}, max_clock_skew={self.max_clock_skew}, "
+            f"takeover={self.takeover!r})"
+        )
 
     # -- obtaining ----------------------------------------------------------------------
 
@@ -120,6 +131,10 @@ class Locker:
         starting together spread over the pool instead of colliding on the first rows.
         """
         _check_request(request)
+        if self._observations is not None:
+            lease = await obtain_any(self.store, self._observations, request, self.max_clock_skew)
+            self._log_acquired(lease)
+            return lease
         candidates: list[str] = []
         async with aclosing(
             self.store.scan(available=True, max_clock_skew=self.max_clock_skew)
@@ -185,9 +200,14 @@ class Locker:
     ) -> Lease:
         while True:
             try:
-                lease = await self.store.acquire(
-                    lease_id, request, max_clock_skew=self.max_clock_skew
-                )
+                if self._observations is not None:
+                    lease = await obtain_named(
+                        self.store, self._observations, request, lease_id, self.max_clock_skew
+                    )
+                else:
+                    lease = await self.store.acquire(
+                        lease_id, request, max_clock_skew=self.max_clock_skew
+                    )
             except LeaseNotObtainedError as exc:
                 if not exc.item_exists:
                     raise  # waiting will not make the row appear

@@ -46,6 +46,8 @@ _RETRY_BASE = 0.1
 _ENOUGH_CANDIDATES = 64
 # Releasing on exit never holds the caller up longer than this (the lease expires anyway).
 _MAX_RELEASE_TIME = 5.0
+# Observe mode wakes this long after a watched row ripens: loop timers may fire a hair early.
+_RIPE_SLACK = 0.005
 
 
 def _extra(lease: Lease) -> dict[str, Any]:
@@ -173,7 +175,7 @@ class Locker:
                 pass
             except LeaseUnavailableError as exc:
                 get_logger().warning("obtaining a lease for %s: %s", request.lessee_id, exc)
-            await _pause(wait_period)
+            await _pause(wait_period, self._ripens_in())
 
     async def _obtain(
         self,
@@ -216,7 +218,7 @@ class Locker:
             else:
                 self._log_acquired(lease)
                 return lease
-            await _pause(wait_period)
+            await _pause(wait_period, self._ripens_in())
 
     # -- keeping alive ------------------------------------------------------------------
 
@@ -399,6 +401,12 @@ class Locker:
             f"lease on {_describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=why
         )
 
+    def _ripens_in(self) -> float | None:
+        """Observe mode: seconds until a watched row may be taken (None: nothing pending)."""
+        if self._observations is None:
+            return None
+        return self._observations.ripens_in(asyncio.get_running_loop().time())
+
     def _log_acquired(self, lease: Lease) -> None:
         get_logger().info(
             "acquired %s until %s", _describe(lease), lease.until.isoformat(), extra=_extra(lease)
@@ -570,7 +578,10 @@ def _check_request(request: object) -> None:
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
 
 
-async def _pause(wait_period: float) -> None:
+async def _pause(wait_period: float, ripens_in: float | None = None) -> None:
     # Jitter down, never up: a waiter retries within one wait period, and waiters that
-    # started together drift apart.
-    await asyncio.sleep(wait_period * random.uniform(0.5, 1.0))
+    # started together drift apart. In observe mode, wake when a watched row ripens.
+    delay = wait_period * random.uniform(0.5, 1.0)
+    if ripens_in is not None:
+        delay = min(delay, ripens_in + _RIPE_SLACK)
+    await asyncio.sleep(delay)

@@ -57,12 +57,13 @@ class _State(NamedTuple):
 
 
 class _Sighting:
-    __slots__ = ("first_seen", "last_seen", "state")
+    __slots__ = ("first_seen", "last_seen", "ripe_at", "state")
 
-    def __init__(self, state: _State, now: float) -> None:
+    def __init__(self, state: _State, now: float, duration: float) -> None:
         self.state = state
         self.first_seen = now
         self.last_seen = now
+        self.ripe_at = now + duration
 
 
 class Observations:
@@ -100,14 +101,23 @@ class Observations:
         state = _State(item.lessee_id, item.fencing_token, item.until_ns)
         sighting = self._seen.get(item.lease_id)
         if sighting is None or sighting.state != state:
-            sighting = _Sighting(state, now)
+            sighting = _Sighting(state, now, item.duration)
             self._seen[item.lease_id] = sighting
             if len(self._seen) > self.max_entries:
                 self._seen.popitem(last=False)
         else:
             sighting.last_seen = max(sighting.last_seen, now)
             self._seen.move_to_end(item.lease_id)
-        return Verdict.RIPE if now - sighting.first_seen >= item.duration else Verdict.WAIT
+        return Verdict.RIPE if now >= sighting.ripe_at else Verdict.WAIT
+
+    def ripens_in(self, now: float) -> float | None:
+        """Seconds until the first watched state has been seen for its whole duration (if any).
+
+        A waiter sleeps no longer than this, so that it takes a dead lease about one
+        duration after first seeing it rather than up to a wait period later.
+        """
+        pending = [s.ripe_at for s in self._seen.values() if s.ripe_at > now]
+        return min(pending) - now if pending else None
 
     def unchanged_for(self, item: LeaseItem, now: float) -> float:
         """Seconds ``item``'s current state has been seen unchanged (0 if not being watched)."""

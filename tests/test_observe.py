@@ -473,10 +473,11 @@ async def test_clock_mode_overlaps_with_clocks_minutes_apart(
 # -- takeover time after a crash -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("duration", "wait_period"), [(2.0, 0.25), (1.0, 1.0)])
 async def test_takeover_after_a_crash_waits_one_duration_and_not_much_more(
-    skewed: Callable[[float], LockStore],
+    skewed: Callable[[float], LockStore], duration: float, wait_period: float
 ) -> None:
-    duration, wait_period, rounds = 2.0, 0.25, 3
+    rounds = 3
     holder_store, waiter_store = skewed(0), skewed(-FIVE_MINUTES)
     loop = asyncio.get_running_loop()
     figures = []

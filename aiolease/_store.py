@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import re
 import time
@@ -24,7 +25,7 @@ from ._errors import (
     LeaseUnavailableError,
 )
 from ._log import get_logger
-from ._types import Lease, LeaseItem, LeaseRequest, datetime_to_ns, ns_to_datetime
+from ._types import MAX_DURATION, Lease, LeaseItem, LeaseRequest, datetime_to_ns, ns_to_datetime
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -126,6 +127,12 @@ class LockStore:
     ``ExpressionAttributeNames``/``ExpressionAttributeValues``. Transient errors are retried
     up to ``max_attempts`` times with jittered backoff, then raised as
     :class:`LeaseUnavailableError`. The store never closes a client it was given.
+
+    Every acquiring or renewing write also stores the holder's lease duration in
+    ``duration_attribute`` (a map ``{"ms": N, "until": N}``: the duration in milliseconds and
+    the ``LeaseUntil`` written with it), which the observed-expiry takeover mode reads. The
+    copy of ``LeaseUntil`` ties the duration to the write that stored it: a Go worker taking
+    the row over rewrites ``LeaseUntil`` but not this map, so its stale duration is ignored.
     """
 
     def __init__(
@@ -137,6 +144,7 @@ class LockStore:
         lessee_attribute: str = "ProcessID",
         until_attribute: str = "LeaseUntil",
         token_attribute: str = "LeaseToken",
+        duration_attribute: str = "LeaseDuration",
         max_attempts: int = 3,
         max_in_flight: int | None = None,
         clock: Callable[[], int] = time.time_ns,
@@ -157,6 +165,7 @@ class LockStore:
             "lessee_attribute": lessee_attribute,
             "until_attribute": until_attribute,
             "token_attribute": token_attribute,
+            "duration_attribute": duration_attribute,
         }
         for arg, name in names.items():
             if not isinstance(name, str):
@@ -179,12 +188,15 @@ class LockStore:
         self.lessee_attribute = lessee_attribute
         self.until_attribute = until_attribute
         self.token_attribute = token_attribute
+        self.duration_attribute = duration_attribute
         self.max_attempts = max_attempts
         self._clock = clock
         # Requests beyond the client's connection pool would only queue inside aiohttp, where
         # its timeouts count the wait; queue them here instead, in order.
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._bookkeeping = frozenset({lessee_attribute, until_attribute, token_attribute})
+        self._bookkeeping = frozenset(
+            {lessee_attribute, until_attribute, token_attribute, duration_attribute}
+        )
         self._serializer = TypeSerializer()
         self._deserializer = TypeDeserializer()
         self._names = {
@@ -193,6 +205,8 @@ class LockStore:
             "#u": until_attribute,
             "#t": token_attribute,
         }
+        # Kept apart from _names, which some writes pass whole: DynamoDB refuses unused names.
+        self._duration_names = {"#d": duration_attribute}
         self._last_until_ns = 0
         self._background: set[asyncio.Task[None]] = set()
 
@@ -338,6 +352,31 @@ class LockStore:
             return False
         return True
 
+    async def get_item(
+        self, lease_id: str, *, consistent_read: bool = True, projection_only: bool = False
+    ) -> LeaseItem | None:
+        """Read one row (strongly consistent by default); ``None`` if there is no such item.
+
+        ``projection_only`` reads just the bookkeeping, leaving ``attributes`` empty.
+        """
+        key = self._key(lease_id)
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": key,
+            "ConsistentRead": consistent_read,
+        }
+        if projection_only:
+            params["ProjectionExpression"] = "#k, #l, #u, #t, #d"
+            params["ExpressionAttributeNames"] = {**self._names, **self._duration_names}
+        response = await self._call(lambda: self.client.get_item(**params), lease_id=lease_id)
+        row = response.get("Item")
+        return self._item(row) if row else None
+
+    def expired(self, item: LeaseItem, max_clock_skew: float) -> bool:
+        """The clock rule: ``item`` is free, or its ``LeaseUntil`` is older than this store's
+        clock minus ``max_clock_skew``. Only a hint: the conditional write decides."""
+        return item.lessee_id is None or item.until_ns < self._cutoff_ns(max_clock_skew)
+
     async def list_lease_ids(self) -> list[str]:
         """Every item's ID, across all scan pages (the seed's ``ListLeaseIDs``)."""
         return [item.lease_id async for item in self.scan(projection_only=True)]
@@ -361,7 +400,8 @@ class LockStore:
         names: dict[str, str] = {}
         if projection_only or available:
             names.update(self._names)
-            params["ProjectionExpression"] = "#k, #l, #u, #t"
+            names.update(self._duration_names)
+            params["ProjectionExpression"] = "#k, #l, #u, #t, #d"
         if available:
             names.update(self._names)
             params["FilterExpression"] = (
@@ -404,7 +444,7 @@ class LockStore:
         minus ``max_clock_skew``), or held by this lessee. A fresh acquisition raises the
         fencing token; a renewal keeps it. Raises :class:`LeaseNotObtainedError` otherwise.
         """
-        outcome = await self._acquire(lease_id, request, until, max_clock_skew)
+        outcome = await self._acquire(lease_id, request, until, max_clock_skew, None)
         if isinstance(outcome, Lease):
             return outcome
         if outcome is not None and self._str(outcome, self.lessee_attribute) == request.lessee_id:
@@ -420,7 +460,8 @@ class LockStore:
         request: LeaseRequest,
         until: datetime | None = None,
         *,
-        max_clock_skew: float = 0.0,
+        max_clock_skew: float | None = 0.0,
+        expect: LeaseItem | None = None,
     ) -> Lease:
         """Take ``lease_id`` only if it is free or expired: never re-enters a lease held by anyone.
 
@@ -428,8 +469,14 @@ class LockStore:
         lessee ID never both hold one item. An acquisition whose response was lost is
         recognised as ours on retry; one cancelled after it was sent is undone in the
         background if it landed.
+
+        A held row counts as expired when its ``LeaseUntil`` is older than now minus
+        ``max_clock_skew`` (``None``: never by the clock). With ``expect`` (a row as read
+        earlier) a held row is taken only if it is still exactly in that state (lessee,
+        token and ``LeaseUntil``; a renewal always changes ``LeaseUntil``) *and*, unless
+        ``max_clock_skew`` is ``None``, expired by the clock. A free row is always taken.
         """
-        outcome = await self._acquire(lease_id, request, until, max_clock_skew)
+        outcome = await self._acquire(lease_id, request, until, max_clock_skew, expect)
         if isinstance(outcome, Lease):
             return outcome
         raise self._not_obtained(lease_id, outcome)
@@ -461,9 +508,12 @@ class LockStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="REMOVE #l SET #u = :zero",
+                    UpdateExpression="REMOVE #l, #d SET #u = :zero",
                     ConditionExpression="#l = :l AND #t = :t",
-                    ExpressionAttributeNames=self._names_for("#l", "#u", "#t"),
+                    ExpressionAttributeNames={
+                        **self._names_for("#l", "#u", "#t"),
+                        **self._duration_names,
+                    },
                     ExpressionAttributeValues={
                         ":l": {"S": lease.lessee_id},
                         ":t": {"N": str(lease.fencing_token)},
@@ -498,9 +548,12 @@ class LockStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="REMOVE #l SET #u = :zero",
+                    UpdateExpression="REMOVE #l, #d SET #u = :zero",
                     ConditionExpression="attribute_exists(#k)",
-                    ExpressionAttributeNames=self._names_for("#k", "#l", "#u"),
+                    ExpressionAttributeNames={
+                        **self._names_for("#k", "#l", "#u"),
+                        **self._duration_names,
+                    },
                     ExpressionAttributeValues={":zero": {"N": "0"}},
                     ReturnValues="ALL_OLD",
                 ),
@@ -518,38 +571,63 @@ class LockStore:
         lease_id: str,
         request: LeaseRequest,
         until: datetime | None,
-        max_clock_skew: float,
+        max_clock_skew: float | None,
+        expect: LeaseItem | None,
     ) -> Lease | dict[str, Any] | None:
         """One acquiring write. Returns the Lease, or the row that refused it (None: no row)."""
         if not isinstance(request, LeaseRequest):
             raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
+        if expect is not None and not isinstance(expect, LeaseItem):
+            raise TypeError(f"expect must be a LeaseItem or None, not {type(expect).__name__}")
+        if expect is not None and expect.lease_id != lease_id:
+            raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
         key = self._key(lease_id)
         # sent_at is taken before the wall clock is read for until: the holder's local
         # deadline (sent_at + duration) then never ends after the expiry others see.
         sent_at = asyncio.get_running_loop().time()
-        cutoff = self._cutoff_ns(max_clock_skew)
+        values: dict[str, Any] = {}
+        held: list[str] = []  # what makes a held row takeable, all of it required
+        if expect is not None and expect.lessee_id is not None:
+            held.append("#l = :ol AND #u = :ou")
+            values[":ol"] = {"S": expect.lessee_id}
+            values[":ou"] = {"N": str(expect.until_ns)}
+            if expect.fencing_token > 0:
+                held.append("#t = :ot")
+                values[":ot"] = {"N": str(expect.fencing_token)}
+            else:
+                held.append("attribute_not_exists(#t)")
+        if max_clock_skew is not None and (expect is None or expect.lessee_id is not None):
+            # attribute_type first: a hand-written row with a string LeaseUntil must be
+            # refused, not compared (moto even fails with a 500 on such a comparison).
+            held.append("attribute_type(#u, :n) AND #u < :cutoff")
+            values[":cutoff"] = {"N": str(self._cutoff_ns(max_clock_skew))}
+            values[":n"] = {"S": "N"}
+        condition = "attribute_exists(#k) AND attribute_not_exists(#l)"
+        if held:
+            condition = (
+                f"attribute_exists(#k) AND (attribute_not_exists(#l) OR ({' AND '.join(held)}))"
+            )
         until_ns = self._until_ns(request, until)
+        values.update(
+            {
+                ":l": {"S": request.lessee_id},
+                ":u": {"N": str(until_ns)},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":d": self._duration_value(request, until_ns),
+            }
+        )
         try:
             response = await self._call(
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one",
-                    # attribute_type first: a hand-written row with a string LeaseUntil must be
-                    # refused, not compared (moto even fails with a 500 on such a comparison).
-                    ConditionExpression=(
-                        "attribute_exists(#k) AND (attribute_not_exists(#l) OR "
-                        "(attribute_type(#u, :n) AND #u < :cutoff))"
+                    UpdateExpression=(
+                        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
                     ),
-                    ExpressionAttributeNames=self._names,
-                    ExpressionAttributeValues={
-                        ":l": {"S": request.lessee_id},
-                        ":u": {"N": str(until_ns)},
-                        ":zero": {"N": "0"},
-                        ":one": {"N": "1"},
-                        ":cutoff": {"N": str(cutoff)},
-                        ":n": {"S": "N"},
-                    },
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={**self._names, **self._duration_names},
+                    ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 ),
@@ -591,9 +669,12 @@ class LockStore:
                     lambda: self.client.update_item(
                         TableName=self.table_name,
                         Key=key,
-                        UpdateExpression="REMOVE #l SET #u = :zero",
+                        UpdateExpression="REMOVE #l, #d SET #u = :zero",
                         ConditionExpression="#l = :l AND #u = :u",
-                        ExpressionAttributeNames=self._names_for("#l", "#u"),
+                        ExpressionAttributeNames={
+                            **self._names_for("#l", "#u"),
+                            **self._duration_names,
+                        },
                         ExpressionAttributeValues={
                             ":l": {"S": lessee},
                             ":u": {"N": str(until_ns)},
@@ -638,12 +719,16 @@ class LockStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="SET #u = :u",
+                    UpdateExpression="SET #u = :u, #d = :d",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames=self._names_for("#l", "#u", "#t"),
+                    ExpressionAttributeNames={
+                        **self._names_for("#l", "#u", "#t"),
+                        **self._duration_names,
+                    },
                     ExpressionAttributeValues={
                         ":l": {"S": lease.lessee_id},
                         ":u": {"N": str(until_ns)},
+                        ":d": self._duration_value(lease.request, until_ns),
                         **values,
                     },
                     ReturnValues="ALL_NEW" if return_attributes else "NONE",
@@ -782,6 +867,35 @@ class LockStore:
     def _names_for(self, *placeholders: str) -> dict[str, str]:
         return {p: self._names[p] for p in placeholders}
 
+    def _duration_value(self, request: LeaseRequest, until_ns: int) -> dict[str, Any]:
+        """The duration map written with ``until_ns``: how long observers must see it unchanged.
+
+        An explicit ``until`` beyond now + duration stretches the duration to match (measured
+        on this store's clock alone), so observers never wait less than the holder expects.
+        """
+        nanos = max(int(request.duration * 1e9), until_ns - self._clock())
+        millis = -(-nanos // 1_000_000)  # rounded up: never shorter than the holder's lease
+        return {"M": {"ms": {"N": str(millis)}, "until": {"N": str(until_ns)}}}
+
+    def _duration(self, row: Mapping[str, Any], until_ns: int) -> float | None:
+        """The holder's duration in seconds, if it was written with this very ``LeaseUntil``.
+
+        Missing, malformed, stale (the row was since written by a Go worker, which leaves the
+        map alone) or absurd (<= 0, > MAX_DURATION) all read as ``None``: use the clock rule.
+        """
+        value = row.get(self.duration_attribute)
+        fields = value.get("M") if isinstance(value, Mapping) else None
+        if not isinstance(fields, Mapping) or until_ns <= 0:
+            return None
+        try:
+            seconds = float(Decimal(fields["ms"]["N"])) / 1000
+            written_with = int(Decimal(fields["until"]["N"]))
+        except (KeyError, TypeError, ArithmeticError, ValueError):
+            return None
+        if written_with != until_ns or not math.isfinite(seconds):
+            return None
+        return seconds if 0 < seconds <= MAX_DURATION else None
+
     def _cutoff_ns(self, max_clock_skew: float) -> int:
         if not isinstance(max_clock_skew, int | float) or isinstance(max_clock_skew, bool):
             raise TypeError(f"max_clock_skew must be a number, not {type(max_clock_skew).__name__}")
@@ -818,12 +932,14 @@ class LockStore:
         lease_id = self._str(row, self.hash_key)
         if lease_id is None:
             return None
+        until_ns = self._int(row, self.until_attribute, strict=False)
         return LeaseItem(
             lease_id=lease_id,
             lessee_id=self._str(row, self.lessee_attribute),
-            until_ns=self._int(row, self.until_attribute, strict=False),
+            until_ns=until_ns,
             fencing_token=self._int(row, self.token_attribute, strict=False),
             attributes=self._attributes(row),
+            duration=self._duration(row, until_ns),
         )
 
     def _attributes(self, row: Mapping[str, Any]) -> dict[str, Any]:

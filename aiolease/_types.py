@@ -91,6 +91,9 @@ class LeaseItem:
 
     ``lessee_id`` is ``None`` when the item is free. ``until_ns`` is the stored
     ``LeaseUntil`` (0 when free). ``fencing_token`` is 0 for an item never leased.
+    ``duration`` is the holder's lease duration in seconds, as written with this very
+    ``LeaseUntil`` by an aiolease holder; ``None`` when missing, stale (the row was since
+    written by a Go worker) or absurd, in which case only the clock rule can judge expiry.
     """
 
     lease_id: str
@@ -98,6 +101,7 @@ class LeaseItem:
     until_ns: int
     fencing_token: int
     attributes: dict[str, Any] = field(default_factory=dict, hash=False)
+    duration: float | None = None
 
     @property
     def until(self) -> datetime | None:

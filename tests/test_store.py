@@ -354,7 +354,7 @@ async def test_lease_operations_preserve_user_attributes(client: Any, store: Loc
         user = {
             k: v
             for k, v in row.items()
-            if k not in ("LeaseID", "LeaseUntil", "ProcessID", "LeaseToken")
+            if k not in ("LeaseID", "LeaseUntil", "ProcessID", "LeaseToken", "LeaseDuration")
         }
         assert user == expected, f"user attributes changed by {step}"
 

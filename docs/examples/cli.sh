@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The operator commands of the Operations page, run by the tests against a local server.
+# The CLI takes its endpoint from AIOLEASE_ENDPOINT_URL (the tests set it); against AWS,
+# leave it unset: the usual AWS environment or profile applies.
 set -euo pipefail
-# botocore reads the endpoint from AWS_ENDPOINT_URL_DYNAMODB; against AWS, leave it unset
-# (or pass --endpoint-url to each command): the usual AWS environment or profile applies.
-export AWS_ENDPOINT_URL_DYNAMODB="$AIOLEASE_ENDPOINT_URL"
 
 # --8<-- [start:commands]
 aiolease create-table --table my-leases

@@ -1,8 +1,9 @@
 """Testing code that uses aiolease, with the fixtures of ``aiolease.testing``'s pytest plugin.
 
 ``lock_store`` is a :class:`aiolease.LockStore` on a fresh table of an embedded moto
-server (``dynamodb_endpoint``, one per test session). Needs ``aiolease[server]``,
-pytest-asyncio and ``asyncio_mode = "auto"``. Run: ``pytest docs/examples/test_my_worker.py``.
+server (``dynamodb_endpoint``, one per test session). Needs ``aiolease[server]`` and
+pytest-asyncio; written for ``asyncio_mode = "auto"`` (in strict mode, mark the tests with
+``@pytest.mark.asyncio``). Run: ``pytest docs/examples/test_my_worker.py``.
 """
 
 import asyncio

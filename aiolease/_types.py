@@ -110,7 +110,6 @@ class LeaseItem:
     fencing_token: int
     """The stored ``LeaseToken``; 0 for an item never leased by aiolease."""
     attributes: dict[str, Any] = field(default_factory=dict, hash=False)
-    """The row's user attributes as plain Python values."""
 
     @property
     def until(self) -> datetime | None:

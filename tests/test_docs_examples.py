@@ -218,7 +218,7 @@ def test_the_readme_example_is_the_tested_one() -> None:
 
 
 def test_every_code_block_in_the_docs_is_an_included_example() -> None:
-    fence = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
+    fence = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)
     include = re.compile(r'^--8<-- "([^"]+)"$')
     for page in DOCS.glob("*.md"):
         for language, body in fence.findall(page.read_text()):
@@ -228,7 +228,10 @@ def test_every_code_block_in_the_docs_is_an_included_example() -> None:
             assert lines, f"{page.name}: empty {language} block"
             for line in lines:
                 match = include.match(line.strip())
-                assert match, f"{page.name}: a {language} block holds code, not an include"
+                assert match, (
+                    f"{page.name}: a {language} block holds code; move it into a tested file "
+                    'under docs/examples/ and include it with --8<-- "docs/examples/FILE:SECTION"'
+                )
                 target, _, name = match.group(1).partition(":")
                 assert (ROOT / target).is_file(), f"{page.name}: {target} does not exist"
                 if name:

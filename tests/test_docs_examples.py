@@ -61,6 +61,7 @@ PRINTS: dict[str, list[str]] = {
         "INFO myapp.leases lease=shard-1 lessee=worker-1 token=1: acquired",
         "INFO myapp.leases lease=shard-1 lessee=worker-1 token=1: released",
     ],
+    "takeover_modes.py": ["observer took shard-1 after"],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",
         "shard-1: free=True token=1",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -112,8 +114,6 @@ async def test_held_rows_show_their_lessee_and_token_once_expired(
 ) -> None:
     store, _ = indexed
     await store.add_item("a")
-    from datetime import UTC, datetime, timedelta
-
     await store.lease("a", A, datetime.now(UTC) - timedelta(seconds=5))
     [item] = await store.find_available(max_clock_skew=1.0)
     assert (item.lease_id, item.lessee_id, item.fencing_token) == ("a", "worker-a", 1)
@@ -163,3 +163,27 @@ async def test_migrating_a_scan_table_to_the_indexed_layout(
     assert found == {f"item-{i}" for i in range(1, 6)} - {lease.lease_id}
     assert proxy.calls["scan"] == 0 and proxy.calls["query"] >= 1, proxy.calls
     assert await old.release(held)  # a store without the layout keeps working on the table
+
+
+async def go_lease(client: Any, table: str, lease_id: str, lessee: str, until_ns: int) -> None:
+    """A lease taken the way the Go package takes it: lessee and expiry only, no token."""
+    await client.update_item(
+        TableName=table,
+        Key={"LeaseID": {"S": lease_id}},
+        UpdateExpression="SET ProcessID = :p, LeaseUntil = :u",
+        ConditionExpression="attribute_exists(LeaseID)",
+        ExpressionAttributeValues={":p": {"S": lessee}, ":u": {"N": str(until_ns)}},
+    )
+
+
+async def test_rows_leased_by_go_workers_stay_in_the_index(
+    client: Any, indexed: tuple[LockStore, FaultyClient]
+) -> None:
+    store, _ = indexed
+    await store.add_item("a")
+    now = time.time_ns()
+    await go_lease(client, store.table_name, "a", "go-worker", now + 60 * 10**9)
+    assert await store.find_available() == [], "held by a Go worker: not a candidate"
+    await go_lease(client, store.table_name, "a", "go-worker", now - 5 * 10**9)
+    lease = await Locker(store, max_clock_skew=1.0).obtain_lease(A)
+    assert (lease.lease_id, lease.fencing_token) == ("a", 1), "the Go worker's lease expired"

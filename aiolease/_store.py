@@ -138,6 +138,10 @@ class LockStore:
     ``ExpressionAttributeNames``/``ExpressionAttributeValues``. Transient errors are retried
     up to ``max_attempts`` times with jittered backoff, then raised as
     :class:`LeaseUnavailableError`. The store never closes a client it was given.
+
+    ``index_name`` selects the indexed layout (docs/scaling.md): rows carry a
+    ``bucket_attribute`` (a hash of the ID into ``buckets``) and a global secondary index
+    on (bucket, ``LeaseUntil``) lets :meth:`find_available` read only candidates.
     """
 
     def __init__(
@@ -392,7 +396,7 @@ class LockStore:
         async def fix(lease_id: str, bucket: int) -> None:
             nonlocal updated
             async with gate:
-                with contextlib.suppress(_Expected):  # deleted meanwhile: nothing to fix
+                try:
                     await self._call(
                         lambda: self.client.update_item(
                             TableName=self.table_name,
@@ -406,9 +410,20 @@ class LockStore:
                             ExpressionAttributeValues={":b": {"N": str(bucket)}},
                         ),
                         lease_id=lease_id,
-                        expect={"ConditionalCheckFailedException"},
+                        expect={"ConditionalCheckFailedException", "ValidationException"},
                     )
-                    updated += 1
+                except _Expected as refused:
+                    if refused.code == "ValidationException":
+                        # DynamoDB refuses a row the index cannot hold (a LeaseUntil that is
+                        # not a number): leave it, as the index would, and go on.
+                        get_logger().warning(
+                            "table %r: cannot give %r a bucket: its %s does not fit the index",
+                            self.table_name,
+                            lease_id,
+                            self.until_attribute,
+                        )
+                    return  # or deleted meanwhile: nothing to fix
+                updated += 1
 
         while True:
             page = await self._call(lambda: self.client.scan(**params))
@@ -581,6 +596,7 @@ class LockStore:
         """Register a leasable item, free, with ``LeaseUntil`` 0 and optional user attributes.
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
+        In the indexed layout the row also gets its bucket (see :meth:`bucket_of`).
         """
         key = self._key(lease_id)
         names = {"#k": self.hash_key, "#u": self.until_attribute}

@@ -12,7 +12,6 @@ import random
 import time
 import warnings
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
@@ -42,7 +41,7 @@ _MARGIN_FRACTION = 0.1
 _MAX_MARGIN = 2.0
 # Backoff between failed renewal attempts, capped by the heartbeat period.
 _RETRY_BASE = 0.1
-# A pool scan stops reading pages once it has this many candidates to try.
+# Obtaining reads at most this many candidates to try (scan pages stop, queries are limited).
 _ENOUGH_CANDIDATES = 64
 # Releasing on exit never holds the caller up longer than this (the lease expires anyway).
 _MAX_RELEASE_TIME = 5.0
@@ -129,22 +128,19 @@ class Locker:
     async def obtain_lease(self, request: LeaseRequest) -> Lease:
         """Lease any available (free or expired) item; :class:`LeaseNotObtainedError` if none.
 
-        Candidates come from a filtered scan and are tried in random order, so workers
-        starting together spread over the pool instead of colliding on the first rows.
+        Candidates come from the store (a filtered scan, or the indexed layout's query) and
+        are tried in random order, so workers starting together spread over the pool
+        instead of colliding on the first rows.
         """
         _check_request(request)
         if self._observations is not None:
             lease = await obtain_any(self.store, self._observations, request, self.max_clock_skew)
             self._log_acquired(lease)
             return lease
-        candidates: list[str] = []
-        async with aclosing(
-            self.store.scan(available=True, max_clock_skew=self.max_clock_skew)
-        ) as items:
-            async for item in items:
-                candidates.append(item.lease_id)
-                if len(candidates) >= _ENOUGH_CANDIDATES:
-                    break
+        available = await self.store.find_available(
+            max_clock_skew=self.max_clock_skew, limit=_ENOUGH_CANDIDATES
+        )
+        candidates = [item.lease_id for item in available]
         random.shuffle(candidates)
         for lease_id in candidates:
             try:

@@ -61,6 +61,12 @@ PRINTS: dict[str, list[str]] = {
         "INFO myapp.leases lease=shard-1 lessee=worker-1 token=1: acquired",
         "INFO myapp.leases lease=shard-1 lessee=worker-1 token=1: released",
     ],
+    "indexed_layout.py": [
+        "obtained shard-7 through the index",
+        "backfilled 1 row(s)",
+        "then obtained shard-8 through the index",
+        "the hand-made table has the right index",
+    ],
     "takeover_modes.py": ["observer took shard-1 after"],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",

@@ -106,9 +106,10 @@ async def test_concurrent_workers_spread_over_the_pool(
     assert proxy.calls["update_item"] < 20, proxy.calls
 
 
-async def test_obtain_lease_finds_free_items_past_the_first_scan_page(
+async def test_obtain_lease_finds_the_one_free_item_among_many_held(
     client: Any, faulty: tuple[LockStore, FaultyClient]
 ) -> None:
+    """Scan layout: past the first 1 MB page. Indexed: in whichever bucket it is."""
     store, proxy = faulty
     payload = "x" * 4000
     ids = [f"item-{i:04d}" for i in range(300)]  # 1.2 MB: several scan pages
@@ -123,6 +124,11 @@ async def test_obtain_lease_finds_free_items_past_the_first_scan_page(
                                 "LeaseUntil": {"N": str(2**62)},  # held for ever...
                                 "ProcessID": {"S": "other"},
                                 "payload": {"S": payload},
+                                **(
+                                    {"LeaseBucket": {"N": str(store.bucket_of(i))}}
+                                    if store.indexed
+                                    else {}
+                                ),
                             }
                         }
                     }
@@ -135,7 +141,11 @@ async def test_obtain_lease_finds_free_items_past_the_first_scan_page(
     proxy.calls.clear()
     lease = await Locker(store).obtain_lease(request())
     assert lease.lease_id == free
-    assert proxy.calls["scan"] >= 2, "the free item was on a later page"
+    if store.indexed:
+        assert proxy.calls["scan"] == 0, "the indexed layout never scans"
+        assert 1 <= proxy.calls["query"] <= store.buckets, proxy.calls
+    else:
+        assert proxy.calls["scan"] >= 2, "the free item was on a later page"
 
 
 # -- wait_until_lease_obtained -------------------------------------------------------------

@@ -56,6 +56,12 @@ async def holder_of(client: Any, store: LockStore, lease_id: str) -> str | None:
 
 
 @pytest.fixture
+def layout() -> dict[str, Any]:
+    """Observe mode reads rows with consistent scans and never the index: one layout will do."""
+    return {}
+
+
+@pytest.fixture
 async def skewed(client: Any, store: LockStore) -> AsyncIterator[Callable[[float], LockStore]]:
     """Stores on the shared client and table, each with its own wall-clock offset."""
     made: list[LockStore] = []

@@ -1,4 +1,7 @@
-"""Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck`` (all three run in CI)."""
+"""Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck`` (all three run in CI).
+
+``nox -s bench`` (not run by default) runs the benchmark suite; see docs/performance.md.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +33,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "aiolease")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the floor and the peers: figures, not pass/fail (``-- --quick``)."""
+    session.install("-e", ".[test]", "python-dynamodb-lock", "matplotlib")
+    session.run("python", "-m", "benchmarks", *session.posargs)

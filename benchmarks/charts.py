@@ -93,11 +93,11 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
         bars = ax.bar(names, values, color=["tab:blue", "tab:grey"])
         ax.bar_label(bars, fmt="%.2f")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=1)
         ax.set_ylabel("write attempts per obtained lease (log)")
-        ax.set_title(
-            f"{race['aiolease']['workers']} workers racing for "
-            f"{race['aiolease']['items']} / {race['seed']['items']} items"
-        )
+        cut = f" (seed cut off after {race['seed']['obtained']})" if race["seed"]["capped"] else ""
+        workers, items = race["aiolease"]["workers"], race["aiolease"]["items"]
+        ax.set_title(f"{workers} workers racing for {items} items{cut}")
         paths.append(_save(fig, out / "contention.png"))
     return paths
 

@@ -1,4 +1,7 @@
-"""Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s docs`` (all in CI)."""
+"""Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s docs`` (all in CI).
+
+``nox -s bench`` (not run by default) runs the benchmark suite; see docs/performance.md.
+"""
 
 from __future__ import annotations
 
@@ -41,3 +44,10 @@ def docs(session: nox.Session) -> None:
         session.run("mkdocs", "serve", "--strict", *session.posargs[1:])
     else:
         session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the floor and the peers: figures, not pass/fail (``-- --quick``)."""
+    session.install("-e", ".[test]", "python-dynamodb-lock", "matplotlib")
+    session.run("python", "-m", "benchmarks", *session.posargs)

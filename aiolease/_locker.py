@@ -235,7 +235,9 @@ class Locker:
     ) -> NoReturn:
         loop = asyncio.get_running_loop()
         while True:
-            delay = hold.lease.sent_at + period - loop.time()
+            # Jittered down, never up: heartbeats of leases taken in one burst drift apart
+            # instead of renewing in lockstep, and no lease gets fewer renewals than asked.
+            delay = hold.lease.sent_at + period * random.uniform(0.8, 1.0) - loop.time()
             if delay > 0:
                 await asyncio.sleep(min(delay, hold.deadline - loop.time()))
             await self._renew(hold)

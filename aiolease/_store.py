@@ -875,9 +875,7 @@ class LockStore:
         if expect is not None and expect.lease_id != lease_id:
             raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
         key = self._key(lease_id)
-        # sent_at is taken before the wall clock is read for until: the holder's local
-        # deadline (sent_at + duration) then never ends after the expiry others see.
-        sent_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
         values: dict[str, Any] = {}
         held: list[str] = []  # what makes a held row takeable, all of it required
         if expect is not None and expect.lessee_id is not None:
@@ -893,23 +891,26 @@ class LockStore:
             # attribute_type first: a hand-written row with a string LeaseUntil must be
             # refused, not compared (moto even fails with a 500 on such a comparison).
             held.append("attribute_type(#u, :n) AND #u < :cutoff")
-            values[":cutoff"] = {"N": str(self._cutoff_ns(max_clock_skew))}
             values[":n"] = {"S": "N"}
         condition = "attribute_exists(#k) AND attribute_not_exists(#l)"
         if held:
             condition = (
                 f"attribute_exists(#k) AND (attribute_not_exists(#l) OR ({' AND '.join(held)}))"
             )
-        until_ns = self._until_ns(request, until)
-        values.update(
-            {
-                ":l": {"S": request.lessee_id},
-                ":u": {"N": str(until_ns)},
-                ":zero": {"N": "0"},
-                ":one": {"N": "1"},
-                ":d": self._duration_value(request, until_ns),
-            }
-        )
+        values.update({":l": {"S": request.lessee_id}, ":zero": {"N": "0"}, ":one": {"N": "1"}})
+        sent_at, until_ns = 0.0, 0
+
+        def stamp() -> None:
+            # sent_at is taken before the wall clock is read for until: the holder's local
+            # deadline (sent_at + duration) then never ends after the expiry others see.
+            nonlocal sent_at, until_ns
+            sent_at = loop.time()
+            if ":n" in values and max_clock_skew is not None:
+                values[":cutoff"] = {"N": str(self._cutoff_ns(max_clock_skew))}
+            until_ns = self._until_ns(request, until)
+            values[":u"] = {"N": str(until_ns)}
+            values[":d"] = self._duration_value(request, until_ns)
+
         try:
             response = await self._call(
                 lambda: self.client.update_item(
@@ -926,6 +927,7 @@ class LockStore:
                 ),
                 lease_id=lease_id,
                 expect={"ConditionalCheckFailedException"},
+                on_first_send=stamp,
             )
         except _Expected as failed:
             old = failed.item
@@ -941,7 +943,8 @@ class LockStore:
         except (asyncio.CancelledError, LeaseUnavailableError):
             # The write may have reached DynamoDB with nobody left to heartbeat or release it:
             # undo it if it landed, in the background so as not to hold up the caller.
-            self._spawn(self._undo_acquire(key, lease_id, request.lessee_id, until_ns))
+            if until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
+                self._spawn(self._undo_acquire(key, lease_id, request.lessee_id, until_ns))
             raise
         lease = self._lease(lease_id, request, response["Attributes"], sent_at=sent_at)
         get_logger().debug(
@@ -1001,12 +1004,22 @@ class LockStore:
     ) -> Lease:
         self._check_lease(lease)
         key = self._key(lease.lease_id)
-        sent_at = asyncio.get_running_loop().time()
-        until_ns = self._until_ns(lease.request, until)
+        loop = asyncio.get_running_loop()
+        values: dict[str, Any] = {":l": {"S": lease.lessee_id}}
         if lease.fencing_token > 0:
-            condition, values = "#l = :l AND #t = :t", {":t": {"N": str(lease.fencing_token)}}
+            condition = "#l = :l AND #t = :t"
+            values[":t"] = {"N": str(lease.fencing_token)}
         else:  # a row only ever leased by Go workers, which keep no token
-            condition, values = "#l = :l AND attribute_not_exists(#t)", {}
+            condition = "#l = :l AND attribute_not_exists(#t)"
+        sent_at, until_ns = 0.0, 0
+
+        def stamp() -> None:
+            nonlocal sent_at, until_ns
+            sent_at = loop.time()  # before the wall clock is read, as in _acquire
+            until_ns = self._until_ns(lease.request, until)
+            values[":u"] = {"N": str(until_ns)}
+            values[":d"] = self._duration_value(lease.request, until_ns)
+
         try:
             response = await self._call(
                 lambda: self.client.update_item(
@@ -1018,17 +1031,13 @@ class LockStore:
                         **self._names_for("#l", "#u", "#t"),
                         **self._duration_names,
                     },
-                    ExpressionAttributeValues={
-                        ":l": {"S": lease.lessee_id},
-                        ":u": {"N": str(until_ns)},
-                        ":d": self._duration_value(lease.request, until_ns),
-                        **values,
-                    },
+                    ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW" if return_attributes else "NONE",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 ),
                 lease_id=lease.lease_id,
                 expect={"ConditionalCheckFailedException"},
+                on_first_send=stamp,
             )
         except _Expected as failed:
             reason = self._describe(failed.item)
@@ -1051,8 +1060,13 @@ class LockStore:
         lease_id: str | None = None,
         expect: frozenset[str] | set[str] = frozenset(),
         on_retry: Callable[[], None] | None = None,
+        on_first_send: Callable[[], None] | None = None,
     ) -> _T:
         """Run one DynamoDB call with retries, translating errors.
+
+        ``on_first_send`` runs once a request slot is held, just before the first attempt:
+        where a write stamps its send time and expiry, so that time spent queueing behind
+        other requests is not charged to the lease.
 
         Codes in ``expect`` raise :class:`_Expected` (carrying the ``ALL_OLD`` item, if any);
         transient errors are retried, then raised as :class:`LeaseUnavailableError`; the rest
@@ -1061,6 +1075,8 @@ class LockStore:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 async with self._slots:
+                    if on_first_send is not None and attempt == 1:
+                        on_first_send()
                     return await operation()
             except (asyncio.CancelledError, LeaseError, _Expected):
                 raise

@@ -650,3 +650,20 @@ def _raise(exc: BaseException) -> Any:
         raise exc
 
     return run()
+
+
+async def test_time_spent_queueing_for_a_request_slot_is_not_charged_to_the_lease(
+    client: Any, table_name: str
+) -> None:
+    proxy = FaultyClient(client)
+    store = LockStore(proxy, table_name, max_in_flight=1)
+    await store.create_table()
+    await store.add_item("a")
+    await store.add_item("b")
+    proxy.inject("update_item", faults.delay(1.0))  # the first write holds the only slot 1 s
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first, second = await asyncio.gather(store.acquire("a", A), store.acquire("b", A))
+    assert first.sent_at - started < 0.2
+    assert second.sent_at - started >= 1.0, "the queued write was stamped before it was sent"
+    assert second.until_ns - first.until_ns >= 0.9e9, "its LeaseUntil too"

@@ -39,6 +39,7 @@ exit codes:
   2  usage error: bad arguments, or a missing optional dependency
   3  the table, the credentials or the endpoint cannot be used (table missing or keyed
      otherwise, access denied, no credentials or region, endpoint unreachable)
+  130  interrupted (Ctrl-C)
 
 Connection settings come from the options or the usual AWS environment (AWS_PROFILE,
 AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, ...). AIOLEASE_TABLE and
@@ -64,7 +65,9 @@ class _Failed(Exception):
 # -- argument parsing ---------------------------------------------------------------------
 
 
-def _connection_options(*, table_default: str | None) -> argparse.ArgumentParser:
+def _connection_options(
+    *, table_default: str | None, endpoint_fallback: str = "AWS's own"
+) -> argparse.ArgumentParser:
     """The options every command shares: where the table is and how to reach it."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("table and connection")
@@ -81,7 +84,7 @@ def _connection_options(*, table_default: str | None) -> argparse.ArgumentParser
         "--endpoint-url",
         default=os.environ.get("AIOLEASE_ENDPOINT_URL"),
         help="a DynamoDB-compatible endpoint, e.g. http://127.0.0.1:8000 "
-        "(default: $AIOLEASE_ENDPOINT_URL, else AWS's own)",
+        f"(default: $AIOLEASE_ENDPOINT_URL, else {endpoint_fallback})",
     )
     group.add_argument("--region", help="AWS region (default: from the AWS environment)")
     group.add_argument("--profile", help="AWS profile from ~/.aws (default: $AWS_PROFILE)")
@@ -107,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        parents=[_connection_options(table_default="aiolease-demo")],
+        parents=[
+            _connection_options(
+                table_default="aiolease-demo", endpoint_fallback="an embedded moto server"
+            )
+        ],
         help="watch worker processes share items under leases, with a crash and a failover",
         description=(
             "Start an embedded DynamoDB-compatible server (moto) on 127.0.0.1, register work\n"
@@ -117,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
             "and checks, from the workers' own records, that no two workers ever held one\n"
             "item at once. Exit code 0 only if that check passed.\n\n"
             "With --endpoint-url (or AWS_ENDPOINT_URL) the demo uses that server instead;\n"
-            "with --aws, AWS itself (credentials and region from the environment)."
+            "with --aws, AWS itself (credentials and region from the environment).\n\n"
+            "example:\n  python -m aiolease demo --duration 20 --timeline run.svg"
         ),
         epilog=EPILOG,
         formatter_class=formatter,

@@ -534,7 +534,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         view = _make_view(demo)
         try:
             await _orchestrate(demo, store, view, interrupted)
-            await _stop_all(demo, store, view)
+            await _stop_all(demo, store, view, interrupted=interrupted.is_set())
         finally:
             view.close()
         return _summarize(demo, interrupted.is_set())
@@ -716,9 +716,10 @@ async def _orchestrate(
             await asyncio.wait_for(interrupted.wait(), REFRESH)
 
 
-async def _stop_all(demo: _Demo, store: LockStore, view: _View) -> None:
+async def _stop_all(demo: _Demo, store: LockStore, view: _View, *, interrupted: bool) -> None:
     """SIGTERM every live worker (each releases its item), then wait for them."""
-    demo.event(f"{demo.args.duration:.0f}s are up: stopping every worker", notable=True)
+    why = "interrupted" if interrupted else f"{demo.args.duration:.0f}s are up"
+    demo.event(f"{why}: stopping every worker", notable=True)
     live = [w for w in demo.workers if w.process is not None and w.process.returncode is None]
     for worker in live:
         if worker.fate != "killed":
@@ -902,7 +903,7 @@ def _summarize(demo: _Demo, interrupted: bool) -> int:
                         f"then + {CLOCK_SKEW}s clock-skew allowance)"
                     )
             else:
-                line += " (released on exit)"
+                line += " (released on exit, taken by the next worker looking for one)"
         print(f"{line}   [{verb} at {victim.at - demo.t0:.1f}s]")
     if not demo.victims:
         print("    none (no worker held a lease when it was time to kill one)")
@@ -929,6 +930,7 @@ def _summarize(demo: _Demo, interrupted: bool) -> int:
             ok = False
     if interrupted:
         print("  (interrupted before the end)")
+        return 130
     return 0 if ok else 1
 
 

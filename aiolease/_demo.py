@@ -38,9 +38,10 @@ from ._types import Lease, LeaseItem, LeaseRequest, datetime_to_ns, ns_to_dateti
 
 __all__ = ["add_demo_arguments", "check_exclusion", "run_demo"]
 
-# One more worker than items: a standby, so that a crashed worker's item is taken over as
-# soon as its lease has expired, which is what the demo is there to show.
-DEFAULT_WORKERS = 5
+# Two more workers than items: standbys, so that a crashed worker's item is taken over as
+# soon as its lease has expired, and a stopped worker's at once, which is what the demo is
+# there to show (and after both, every item still has a worker).
+DEFAULT_WORKERS = 6
 DEFAULT_ITEMS = 4
 DEFAULT_DURATION = 30.0
 # Short enough for a failover to happen within seconds, long enough for visible renewals
@@ -57,9 +58,12 @@ REST = (0.2, 0.8)
 # Below this there is no time for a crash, a lease expiry and a takeover.
 MIN_DURATION = 10.0
 # The crash, the graceful stop, as fractions of --duration.
+# Each waits, up to a tenth of --duration more, for a standby that is looking for an item.
 KILL_AT = 0.3
 # The stop waits for the crashed worker's item to be taken over (the standby is needed).
 STOP_AT = (0.5, 0.8)  # not before the first, not after the second
+# A worker looking this long has found every item held: it will take the next one freed.
+STANDBY_AFTER = 0.3
 REFRESH = 0.25
 STATUS_EVERY = 5.0  # plain (non-terminal) output: one status line this often
 STOP_GRACE = 5.0
@@ -112,6 +116,7 @@ async def _work(locker: Locker, request: LeaseRequest, recorder: _Recorder) -> N
     """Lease any item, work on it in steps, release, rest, forever."""
     rng = random.Random()
     while True:
+        recorder.write("looking")
         scope = locker.lease(request, wait_period=WAIT_PERIOD)
         with suppress(LeaseLostError):  # recorded as the hold's end below; look for another
             async with scope as lease:
@@ -245,6 +250,8 @@ class _History:
         self.holds: dict[tuple[str, int], Hold] = {}
         self.renewals = 0
         self.ready: set[str] = set()
+        #: When each worker that holds nothing started looking for an item.
+        self.looking: dict[str, float] = {}
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
 
@@ -275,7 +282,11 @@ class _History:
         if event == "ready":
             self.ready.add(record["w"])
             return
+        if event == "looking":
+            self.looking[record["w"]] = record["t"]
+            return
         if event == "start":
+            self.looking.pop(record["w"], None)
             hold = Hold(key[0], record["w"], key[1], record["t"], record["until"])
             self.holds[key] = hold
             on_event("start", hold)
@@ -398,8 +409,11 @@ class _Demo:
     )
     t0: float = 0.0
 
-    def event(self, text: str, *, notable: bool = False) -> None:
-        self.events.append((time.time() - self.t0, text, notable))
+    events_total: int = 0
+
+    def event(self, text: str, *, notable: bool = False, at: float | None = None) -> None:
+        self.events.append(((at or time.time()) - self.t0, text, notable))
+        self.events_total += 1
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -649,6 +663,15 @@ async def _refresh_rows(demo: _Demo, store: LockStore) -> None:
         )
 
 
+def _has_standby(demo: _Demo) -> bool:
+    """Whether a live worker has been looking for an item long enough to be waiting."""
+    now = time.time()
+    return any(
+        not w.fate and now - demo.history.looking.get(w.name, now) >= STANDBY_AFTER
+        for w in demo.workers
+    )
+
+
 def _pick_holder(demo: _Demo, exclude: set[str]) -> tuple[_Worker, Hold] | None:
     """A live worker holding an item (the one that has held it longest), if any."""
     candidates = [
@@ -679,6 +702,7 @@ async def _signal(demo: _Demo, how: str, exclude: set[str]) -> _Victim | None:
             f"SIGKILL {worker.name} while it holds {hold.item}: no release, its lease "
             f"must expire first",
             notable=True,
+            at=victim.at,
         )
     else:
         worker.fate = "stopped"
@@ -686,6 +710,7 @@ async def _signal(demo: _Demo, how: str, exclude: set[str]) -> _Victim | None:
         demo.event(
             f"SIGTERM {worker.name} while it holds {hold.item}: it stops its work and releases",
             notable=True,
+            at=victim.at,
         )
     demo.victims.append(victim)
     return victim
@@ -701,13 +726,18 @@ async def _orchestrate(
     while time.time() < end and not interrupted.is_set():
         _poll(demo)
         elapsed = time.time() - demo.t0
-        if killed is None and elapsed >= KILL_AT * duration:
+        standby = _has_standby(demo)
+        if (
+            killed is None
+            and elapsed >= KILL_AT * duration
+            and (standby or elapsed >= (KILL_AT + 0.1) * duration)
+        ):
             killed = await _signal(demo, "SIGKILL", set())
         if (
             killed is not None
             and stopped is None
             and elapsed >= STOP_AT[0] * duration
-            and (killed.takeover is not None or elapsed >= STOP_AT[1] * duration)
+            and ((killed.takeover is not None and standby) or elapsed >= STOP_AT[1] * duration)
         ):
             stopped = await _signal(demo, "SIGTERM", {killed.worker})
         await _refresh_rows(demo, store)
@@ -776,15 +806,15 @@ class _View:
 
     def __init__(self, demo: _Demo) -> None:
         self.demo = demo
-        self._printed = 0.0
+        self._seen = 0  # events already considered for printing
         self._last_status = 0.0
 
     def update(self) -> None:
-        for at, text, notable in list(self.demo.events):
-            if notable and at > self._printed:
+        new = min(self.demo.events_total - self._seen, len(self.demo.events))
+        self._seen = self.demo.events_total
+        for at, text, notable in list(self.demo.events)[len(self.demo.events) - new :]:
+            if notable:
                 print(f"[{at:5.1f}s] {text}", flush=True)
-        if self.demo.events:
-            self._printed = max(self._printed, self.demo.events[-1][0])
         elapsed = time.time() - self.demo.t0
         if elapsed - self._last_status >= STATUS_EVERY:
             self._last_status = elapsed
@@ -903,7 +933,7 @@ def _summarize(demo: _Demo, interrupted: bool) -> int:
                         f"then + {CLOCK_SKEW}s clock-skew allowance)"
                     )
             else:
-                line += " (released on exit, taken by the next worker looking for one)"
+                line += " (released on exit: no expiry to wait for)"
         print(f"{line}   [{verb} at {victim.at - demo.t0:.1f}s]")
     if not demo.victims:
         print("    none (no worker held a lease when it was time to kill one)")

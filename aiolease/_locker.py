@@ -12,7 +12,6 @@ import random
 import time
 import warnings
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
@@ -24,6 +23,7 @@ from ._errors import (
     LeaseUnavailableError,
 )
 from ._log import get_logger
+from ._observe import Observations, obtain_any, obtain_named
 from ._types import Lease, LeaseRequest, _as_seconds
 
 if TYPE_CHECKING:
@@ -41,10 +41,12 @@ _MARGIN_FRACTION = 0.1
 _MAX_MARGIN = 2.0
 # Backoff between failed renewal attempts, capped by the heartbeat period.
 _RETRY_BASE = 0.1
-# A pool scan stops reading pages once it has this many candidates to try.
+# Obtaining reads at most this many candidates to try (scan pages stop, queries are limited).
 _ENOUGH_CANDIDATES = 64
 # Releasing on exit never holds the caller up longer than this (the lease expires anyway).
 _MAX_RELEASE_TIME = 5.0
+# Observe mode wakes this long after a watched row ripens: loop timers may fire a hair early.
+_RIPE_SLACK = 0.005
 
 
 def _extra(lease: Lease) -> dict[str, Any]:
@@ -76,6 +78,13 @@ class Locker:
     lessee's lease counts as expired only once ``LeaseUntil + max_clock_skew`` has passed
     here. ``safety_margin`` (default: a tenth of the lease, at most 2 s) is how long before
     its expiry a holder cancels its own work.
+
+    ``takeover`` chooses how another lessee's lease is judged expired: ``"clock"`` by the
+    stored ``LeaseUntil`` against the local wall clock (plus ``max_clock_skew``), as the Go
+    package does; ``"observe"`` only once this locker has itself seen the row unchanged for
+    the holder's stored lease duration on its own monotonic clock, which needs no agreement
+    between clocks (rows without a stored duration, such as Go's, still use the clock rule).
+    See docs/takeover-modes.md.
     """
 
     def __init__(
@@ -98,36 +107,40 @@ class Locker:
             )
         if takeover not in ("clock", "observe"):
             raise ValueError(f"takeover must be 'clock' or 'observe', not {takeover!r}")
-        if takeover == "observe":
-            raise NotImplementedError("takeover='observe' is not implemented yet")
         if safety_margin is not None:
             safety_margin = _as_seconds("safety_margin", safety_margin)
         self.store = store
         self.max_clock_skew = float(max_clock_skew)
         self.takeover = takeover
         self.safety_margin = safety_margin
+        # What observe mode has seen of rows held by others, kept across calls.
+        self._observations = Observations() if takeover == "observe" else None
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
-        return f"Locker({self.store!r}, max_clock_skew={self.max_clock_skew})"
+        return (
+            f"Locker({self.store!r}, max_clock_skew={self.max_clock_skew}, "
+            f"takeover={self.takeover!r})"
+        )
 
     # -- obtaining ----------------------------------------------------------------------
 
     async def obtain_lease(self, request: LeaseRequest) -> Lease:
         """Lease any available (free or expired) item; :class:`LeaseNotObtainedError` if none.
 
-        Candidates come from a filtered scan and are tried in random order, so workers
-        starting together spread over the pool instead of colliding on the first rows.
+        Candidates come from the store (a filtered scan, or the indexed layout's query) and
+        are tried in random order, so workers starting together spread over the pool
+        instead of colliding on the first rows.
         """
         _check_request(request)
-        candidates: list[str] = []
-        async with aclosing(
-            self.store.scan(available=True, max_clock_skew=self.max_clock_skew)
-        ) as items:
-            async for item in items:
-                candidates.append(item.lease_id)
-                if len(candidates) >= _ENOUGH_CANDIDATES:
-                    break
+        if self._observations is not None:
+            lease = await obtain_any(self.store, self._observations, request, self.max_clock_skew)
+            self._log_acquired(lease)
+            return lease
+        available = await self.store.find_available(
+            max_clock_skew=self.max_clock_skew, limit=_ENOUGH_CANDIDATES
+        )
+        candidates = [item.lease_id for item in available]
         random.shuffle(candidates)
         for lease_id in candidates:
             try:
@@ -158,7 +171,7 @@ class Locker:
                 pass
             except LeaseUnavailableError as exc:
                 get_logger().warning("obtaining a lease for %s: %s", request.lessee_id, exc)
-            await _pause(wait_period)
+            await _pause(wait_period, self._ripens_in())
 
     async def _obtain(
         self,
@@ -185,9 +198,14 @@ class Locker:
     ) -> Lease:
         while True:
             try:
-                lease = await self.store.acquire(
-                    lease_id, request, max_clock_skew=self.max_clock_skew
-                )
+                if self._observations is not None:
+                    lease = await obtain_named(
+                        self.store, self._observations, request, lease_id, self.max_clock_skew
+                    )
+                else:
+                    lease = await self.store.acquire(
+                        lease_id, request, max_clock_skew=self.max_clock_skew
+                    )
             except LeaseNotObtainedError as exc:
                 if not exc.item_exists:
                     raise  # waiting will not make the row appear
@@ -196,7 +214,7 @@ class Locker:
             else:
                 self._log_acquired(lease)
                 return lease
-            await _pause(wait_period)
+            await _pause(wait_period, self._ripens_in())
 
     # -- keeping alive ------------------------------------------------------------------
 
@@ -379,6 +397,12 @@ class Locker:
             f"lease on {_describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=why
         )
 
+    def _ripens_in(self) -> float | None:
+        """Observe mode: seconds until a watched row may be taken (None: nothing pending)."""
+        if self._observations is None:
+            return None
+        return self._observations.ripens_in(asyncio.get_running_loop().time())
+
     def _log_acquired(self, lease: Lease) -> None:
         get_logger().info(
             "acquired %s until %s", _describe(lease), lease.until.isoformat(), extra=_extra(lease)
@@ -550,7 +574,10 @@ def _check_request(request: object) -> None:
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
 
 
-async def _pause(wait_period: float) -> None:
+async def _pause(wait_period: float, ripens_in: float | None = None) -> None:
     # Jitter down, never up: a waiter retries within one wait period, and waiters that
-    # started together drift apart.
-    await asyncio.sleep(wait_period * random.uniform(0.5, 1.0))
+    # started together drift apart. In observe mode, wake when a watched row ripens.
+    delay = wait_period * random.uniform(0.5, 1.0)
+    if ripens_in is not None:
+        delay = min(delay, ripens_in + _RIPE_SLACK)
+    await asyncio.sleep(delay)

@@ -10,7 +10,11 @@ _logger: logging.Logger = logging.getLogger("aiolease")
 
 
 def set_logger(logger: logging.Logger) -> None:
-    """Send every aiolease log record to ``logger`` instead of ``logging.getLogger("aiolease")``."""
+    """Send every aiolease log record to ``logger`` instead of ``logging.getLogger("aiolease")``.
+
+    Records about one lease carry ``lease_id``, ``lessee_id`` and ``fencing_token`` as
+    ``extra`` fields. Raises ``TypeError`` for anything but a ``logging.Logger``.
+    """
     global _logger
     if not isinstance(logger, logging.Logger):
         raise TypeError(f"logger must be a logging.Logger, not {type(logger).__name__}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import math
 import random
 import re
 import time
@@ -24,7 +27,7 @@ from ._errors import (
     LeaseUnavailableError,
 )
 from ._log import get_logger
-from ._types import Lease, LeaseItem, LeaseRequest, datetime_to_ns, ns_to_datetime
+from ._types import MAX_DURATION, Lease, LeaseItem, LeaseRequest, datetime_to_ns, ns_to_datetime
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -69,6 +72,16 @@ _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 1.0
 # How long a background cleanup of a cancelled acquisition may take.
 _CLEANUP_TIMEOUT = 5.0
+
+# The indexed layout: rows spread over this many index partitions by a hash of their ID.
+# 16 keeps an obtain on a busy table to at most 16 small queries, and leaves room for
+# 16 x 1,000 lease writes per second before one index partition throttles.
+DEFAULT_BUCKETS = 16
+# More buckets only make every "nothing free" answer cost more queries.
+MAX_BUCKETS = 1024
+# After the index was found missing (not created yet, or still backfilling), scan instead
+# for this long before asking the index again.
+_INDEX_RECHECK = 60.0
 
 
 def _client_error_code(exc: BaseException) -> str | None:
@@ -126,6 +139,16 @@ class LockStore:
     ``ExpressionAttributeNames``/``ExpressionAttributeValues``. Transient errors are retried
     up to ``max_attempts`` times with jittered backoff, then raised as
     :class:`LeaseUnavailableError`. The store never closes a client it was given.
+
+    Every acquiring or renewing write also stores the holder's lease duration in
+    ``duration_attribute`` (a map ``{"ms": N, "until": N}``: the duration in milliseconds and
+    the ``LeaseUntil`` written with it), which the observed-expiry takeover mode reads. The
+    copy of ``LeaseUntil`` ties the duration to the write that stored it: a Go worker taking
+    the row over rewrites ``LeaseUntil`` but not this map, so its stale duration is ignored.
+
+    ``index_name`` selects the indexed layout (docs/scaling.md): rows carry a
+    ``bucket_attribute`` (a hash of the ID into ``buckets``) and a global secondary index
+    on (bucket, ``LeaseUntil``) lets :meth:`find_available` read only candidates.
     """
 
     def __init__(
@@ -137,6 +160,10 @@ class LockStore:
         lessee_attribute: str = "ProcessID",
         until_attribute: str = "LeaseUntil",
         token_attribute: str = "LeaseToken",
+        duration_attribute: str = "LeaseDuration",
+        index_name: str | None = None,
+        buckets: int = DEFAULT_BUCKETS,
+        bucket_attribute: str = "LeaseBucket",
         max_attempts: int = 3,
         max_in_flight: int | None = None,
         clock: Callable[[], int] = time.time_ns,
@@ -157,6 +184,8 @@ class LockStore:
             "lessee_attribute": lessee_attribute,
             "until_attribute": until_attribute,
             "token_attribute": token_attribute,
+            "duration_attribute": duration_attribute,
+            "bucket_attribute": bucket_attribute,
         }
         for arg, name in names.items():
             if not isinstance(name, str):
@@ -167,6 +196,19 @@ class LockStore:
             raise ValueError(f"hash_key and the bookkeeping attribute names must differ: {names}")
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+        if index_name is not None and (
+            not isinstance(index_name, str) or not _TABLE_NAME.match(index_name)
+        ):
+            raise ValueError(
+                f"index_name {index_name!r} is not a valid DynamoDB index name "
+                "(3-255 characters of letters, digits, '_', '-', '.')"
+            )
+        if (
+            not isinstance(buckets, int)
+            or isinstance(buckets, bool)
+            or not 1 <= buckets <= MAX_BUCKETS
+        ):
+            raise ValueError(f"buckets must be an int from 1 to {MAX_BUCKETS}, not {buckets!r}")
         if max_in_flight is None:
             config = getattr(getattr(client, "meta", None), "config", None)
             max_in_flight = getattr(config, "max_pool_connections", None) or 10
@@ -179,12 +221,25 @@ class LockStore:
         self.lessee_attribute = lessee_attribute
         self.until_attribute = until_attribute
         self.token_attribute = token_attribute
+        self.duration_attribute = duration_attribute
+        self.index_name = index_name
+        self.buckets = buckets
+        self.bucket_attribute = bucket_attribute
         self.max_attempts = max_attempts
         self._clock = clock
         # Requests beyond the client's connection pool would only queue inside aiohttp, where
         # its timeouts count the wait; queue them here instead, in order.
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._bookkeeping = frozenset({lessee_attribute, until_attribute, token_attribute})
+        # The bucket counts as bookkeeping in both layouts: never a user attribute.
+        self._bookkeeping = frozenset(
+            {
+                lessee_attribute,
+                until_attribute,
+                token_attribute,
+                duration_attribute,
+                bucket_attribute,
+            }
+        )
         self._serializer = TypeSerializer()
         self._deserializer = TypeDeserializer()
         self._names = {
@@ -193,7 +248,11 @@ class LockStore:
             "#u": until_attribute,
             "#t": token_attribute,
         }
+        # Kept apart from _names, which some writes pass whole: DynamoDB refuses unused names.
+        self._duration_names = {"#d": duration_attribute}
         self._last_until_ns = 0
+        # Loop time until which find_available scans because the index was found missing.
+        self._scan_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -266,32 +325,275 @@ class LockStore:
         if self._background:
             await asyncio.wait(set(self._background), timeout=_CLEANUP_TIMEOUT)
 
+    # -- the indexed layout ---------------------------------------------------------------
+
+    @property
+    def indexed(self) -> bool:
+        """Whether this store uses the indexed layout (``index_name`` was given)."""
+        return self.index_name is not None
+
+    def bucket_of(self, lease_id: str) -> int:
+        """The bucket ``add_item`` writes for ``lease_id``: a stable hash of its UTF-8 bytes.
+
+        ``int.from_bytes(blake2b(id_utf8, digest_size=8).digest(), "big") % buckets``, so
+        any tool (or language) that registers rows can compute it too.
+        """
+        self._key(lease_id)  # validates the ID
+        digest = hashlib.blake2b(lease_id.encode("utf-8", "surrogatepass"), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") % self.buckets
+
+    def _index_definition(self) -> dict[str, Any]:
+        assert self.index_name is not None
+        return {
+            "IndexName": self.index_name,
+            "KeySchema": [
+                {"AttributeName": self.bucket_attribute, "KeyType": "HASH"},
+                {"AttributeName": self.until_attribute, "KeyType": "RANGE"},
+            ],
+            # The lessee and token ride along (a few bytes per row: the index entry is
+            # rewritten on every acquire and renewal anyway, since LeaseUntil is its sort
+            # key), so that find_available returns complete snapshots, not bare keys.
+            "Projection": {
+                "ProjectionType": "INCLUDE",
+                "NonKeyAttributes": [self.lessee_attribute, self.token_attribute],
+            },
+        }
+
+    def _index_attribute_definitions(self) -> list[Any]:
+        return [
+            {"AttributeName": self.bucket_attribute, "AttributeType": "N"},
+            {"AttributeName": self.until_attribute, "AttributeType": "N"},
+        ]
+
+    async def add_index(self, *, timeout: float | None = None) -> None:
+        """Add the index of the indexed layout to an existing table and wait until it is active.
+
+        For migrating a table made without it (see docs/scaling.md); an index that exists
+        already is fine. On DynamoDB, building the index of a large table takes minutes or
+        more: ``timeout`` (seconds, None: no limit) bounds the wait.
+        """
+        if self.index_name is None:
+            raise ValueError("add_index() needs a store configured with index_name=")
+        table = await self.describe_table()
+        if not self._find_index(table):
+            with contextlib.suppress(_Expected):  # created meanwhile by someone else
+                await self._call(
+                    lambda: self.client.update_table(
+                        TableName=self.table_name,
+                        # The table's own key too: moto replaces the definitions with these.
+                        AttributeDefinitions=[
+                            {"AttributeName": self.hash_key, "AttributeType": "S"},
+                            *self._index_attribute_definitions(),
+                        ],
+                        GlobalSecondaryIndexUpdates=[{"Create": self._index_definition()}],  # type: ignore[typeddict-item]
+                    ),
+                    expect={"ResourceInUseException"},
+                )
+        await self._wait_active(timeout)
+
+    async def backfill_buckets(self, *, concurrency: int = 8) -> int:
+        """Write the bucket attribute on every row that lacks it (or has a wrong one).
+
+        For rows registered before the table had the indexed layout, or by other tools (Go
+        workers register rows by hand): the index never returns a row without a bucket.
+        Safe while leases are in use: it changes nothing but the bucket, and only on rows
+        that exist. Returns the number of rows it updated.
+        """
+        if self.index_name is None:
+            raise ValueError("backfill_buckets() needs a store configured with index_name=")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "ProjectionExpression": "#k, #b",
+            "ExpressionAttributeNames": {"#k": self.hash_key, "#b": self.bucket_attribute},
+        }
+        gate = asyncio.Semaphore(concurrency)
+        updated = 0
+
+        async def fix(lease_id: str, bucket: int) -> None:
+            nonlocal updated
+            async with gate:
+                try:
+                    await self._call(
+                        lambda: self.client.update_item(
+                            TableName=self.table_name,
+                            Key=self._key(lease_id),
+                            UpdateExpression="SET #b = :b",
+                            ConditionExpression="attribute_exists(#k)",
+                            ExpressionAttributeNames={
+                                "#k": self.hash_key,
+                                "#b": self.bucket_attribute,
+                            },
+                            ExpressionAttributeValues={":b": {"N": str(bucket)}},
+                        ),
+                        lease_id=lease_id,
+                        expect={"ConditionalCheckFailedException", "ValidationException"},
+                    )
+                except _Expected as refused:
+                    if refused.code == "ValidationException":
+                        # DynamoDB refuses a row the index cannot hold (a LeaseUntil that is
+                        # not a number): leave it, as the index would, and go on.
+                        get_logger().warning(
+                            "table %r: cannot give %r a bucket: its %s does not fit the index",
+                            self.table_name,
+                            lease_id,
+                            self.until_attribute,
+                        )
+                    return  # or deleted meanwhile: nothing to fix
+                updated += 1
+
+        while True:
+            page = await self._call(lambda: self.client.scan(**params))
+            async with asyncio.TaskGroup() as tg:
+                for raw in page.get("Items", []):
+                    lease_id = self._str(raw, self.hash_key)
+                    if lease_id is None:
+                        continue
+                    bucket = self.bucket_of(lease_id)
+                    if raw.get(self.bucket_attribute) != {"N": str(bucket)}:
+                        tg.create_task(fix(lease_id, bucket))
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return updated
+            params["ExclusiveStartKey"] = last
+
+    async def find_available(
+        self, *, max_clock_skew: float = 0.0, limit: int = 64
+    ) -> list[LeaseItem]:
+        """Up to ``limit`` rows that look free or expired: candidates for an acquisition.
+
+        Indexed layout: queries the index's buckets in random order for rows whose
+        ``LeaseUntil`` is older than now minus ``max_clock_skew`` (free rows carry 0), reading
+        only such rows, so the cost does not grow with the table. Otherwise, or while the
+        index does not exist yet, a filtered scan. Either read is eventually consistent and
+        the rows may be taken by others meanwhile: only the conditional write decides.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+        cutoff = self._cutoff_ns(max_clock_skew)
+        loop = asyncio.get_running_loop()
+        if self.index_name is not None and loop.time() >= self._scan_until:
+            try:
+                return await self._query_available(cutoff, limit)
+            except LeaseStoreError as exc:
+                if not _is_missing_index(exc.__cause__):
+                    raise
+                self._scan_until = loop.time() + _INDEX_RECHECK
+                get_logger().warning(
+                    "table %r: cannot query index %r yet (%s); scanning instead",
+                    self.table_name,
+                    self.index_name,
+                    _short(exc.__cause__),  # type: ignore[arg-type]
+                )
+        found: list[LeaseItem] = []
+        async with contextlib.aclosing(
+            self.scan(available=True, max_clock_skew=max_clock_skew)
+        ) as items:
+            async for item in items:
+                found.append(item)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def _query_available(self, cutoff: int, limit: int) -> list[LeaseItem]:
+        found: list[LeaseItem] = []
+        order = list(range(self.buckets))
+        random.shuffle(order)  # waiters spread over the buckets instead of all reading one
+        for bucket in order:
+            params: dict[str, Any] = {
+                "TableName": self.table_name,
+                "IndexName": self.index_name,
+                "KeyConditionExpression": "#b = :b AND #u < :cutoff",
+                "ExpressionAttributeNames": {
+                    "#b": self.bucket_attribute,
+                    "#u": self.until_attribute,
+                },
+                "ExpressionAttributeValues": {
+                    ":b": {"N": str(bucket)},
+                    ":cutoff": {"N": str(cutoff)},
+                },
+            }
+            while len(found) < limit:
+                params["Limit"] = limit - len(found)
+                page = await self._call(functools.partial(self.client.query, **params))
+                for raw in page.get("Items", []):
+                    item = self._item(raw)
+                    if item is not None:
+                        found.append(item)
+                last = page.get("LastEvaluatedKey")
+                if not last:
+                    break
+                params["ExclusiveStartKey"] = last
+            if len(found) >= limit:
+                break
+        return found
+
     # -- the table ----------------------------------------------------------------------
 
     async def create_table(self, *, timeout: float = 60.0) -> None:
         """Create the table (on-demand billing) and wait until it is active.
 
         An existing table with this hash key is fine; one with another key schema raises
-        :class:`LeaseStoreError`.
+        :class:`LeaseStoreError`. With ``index_name`` the table is made with the index of the
+        indexed layout; an existing table without it is left alone (``obtain_lease`` scans
+        until :meth:`add_index` has added it).
         """
+        definitions: list[Any] = [{"AttributeName": self.hash_key, "AttributeType": "S"}]
+        extra: dict[str, Any] = {}
+        if self.index_name is not None:
+            definitions += self._index_attribute_definitions()
+            extra["GlobalSecondaryIndexes"] = [self._index_definition()]
         with contextlib.suppress(_Expected):  # already there: its schema is checked below
             await self._call(
                 lambda: self.client.create_table(
                     TableName=self.table_name,
                     KeySchema=[{"AttributeName": self.hash_key, "KeyType": "HASH"}],
-                    AttributeDefinitions=[{"AttributeName": self.hash_key, "AttributeType": "S"}],
+                    AttributeDefinitions=definitions,
                     BillingMode="PAY_PER_REQUEST",
+                    **extra,
                 ),
                 expect={"ResourceInUseException"},
             )
+        await self._wait_active(timeout)
+
+    async def _wait_active(self, timeout: float | None) -> None:
+        """Wait until the table, and the layout's index if the table has it, are active."""
         pause = 0.05
         async with asyncio.timeout(timeout):
             while True:
                 description = await self.describe_table()
-                if description.get("TableStatus") == "ACTIVE":
+                index = self._find_index(description)
+                if description.get("TableStatus") == "ACTIVE" and (
+                    index is None or index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+                ):
+                    if self.index_name is not None and index is None:
+                        get_logger().warning(
+                            "table %r has no index %r: obtain_lease scans the table; "
+                            "add it with LockStore.add_index()",
+                            self.table_name,
+                            self.index_name,
+                        )
                     return
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+    def _find_index(self, table: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The layout's index in a table description (checked), or None if it has none."""
+        for index in table.get("GlobalSecondaryIndexes", []):
+            if index.get("IndexName") != self.index_name:
+                continue
+            keys = [(k["AttributeName"], k["KeyType"]) for k in index.get("KeySchema", [])]
+            wanted = [(self.bucket_attribute, "HASH"), (self.until_attribute, "RANGE")]
+            if keys != wanted:
+                raise LeaseStoreError(
+                    f"table {self.table_name!r}: index {self.index_name!r} has key schema "
+                    f"{keys}; the indexed layout needs {wanted}",
+                    table=self.table_name,
+                    hash_key=self.hash_key,
+                )
+            return dict(index)
+        return None
 
     async def describe_table(self) -> dict[str, Any]:
         """The table's description; :class:`LeaseStoreError` if it is missing or keyed otherwise."""
@@ -312,11 +614,16 @@ class LockStore:
         """Register a leasable item, free, with ``LeaseUntil`` 0 and optional user attributes.
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
+        In the indexed layout the row also gets its bucket (see :meth:`bucket_of`).
         """
         key = self._key(lease_id)
         names = {"#k": self.hash_key, "#u": self.until_attribute}
         values: dict[str, Any] = {":zero": {"N": "0"}}
         sets = ["#u = :zero"]
+        if self.index_name is not None:
+            names["#b"] = self.bucket_attribute
+            values[":b"] = {"N": str(self.bucket_of(lease_id))}
+            sets.append("#b = :b")
         for i, (name, value) in enumerate(self._user_attributes(attributes).items()):
             names[f"#a{i}"] = name
             values[f":a{i}"] = value
@@ -337,6 +644,31 @@ class LockStore:
         except _Expected:
             return False
         return True
+
+    async def get_item(
+        self, lease_id: str, *, consistent_read: bool = True, projection_only: bool = False
+    ) -> LeaseItem | None:
+        """Read one row (strongly consistent by default); ``None`` if there is no such item.
+
+        ``projection_only`` reads just the bookkeeping, leaving ``attributes`` empty.
+        """
+        key = self._key(lease_id)
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": key,
+            "ConsistentRead": consistent_read,
+        }
+        if projection_only:
+            params["ProjectionExpression"] = "#k, #l, #u, #t, #d"
+            params["ExpressionAttributeNames"] = {**self._names, **self._duration_names}
+        response = await self._call(lambda: self.client.get_item(**params), lease_id=lease_id)
+        row = response.get("Item")
+        return self._item(row) if row else None
+
+    def expired(self, item: LeaseItem, max_clock_skew: float) -> bool:
+        """The clock rule: ``item`` is free, or its ``LeaseUntil`` is older than this store's
+        clock minus ``max_clock_skew``. Only a hint: the conditional write decides."""
+        return item.lessee_id is None or item.until_ns < self._cutoff_ns(max_clock_skew)
 
     async def list_lease_ids(self) -> list[str]:
         """Every item's ID, across all scan pages (the seed's ``ListLeaseIDs``)."""
@@ -361,7 +693,8 @@ class LockStore:
         names: dict[str, str] = {}
         if projection_only or available:
             names.update(self._names)
-            params["ProjectionExpression"] = "#k, #l, #u, #t"
+            names.update(self._duration_names)
+            params["ProjectionExpression"] = "#k, #l, #u, #t, #d"
         if available:
             names.update(self._names)
             params["FilterExpression"] = (
@@ -404,7 +737,7 @@ class LockStore:
         minus ``max_clock_skew``), or held by this lessee. A fresh acquisition raises the
         fencing token; a renewal keeps it. Raises :class:`LeaseNotObtainedError` otherwise.
         """
-        outcome = await self._acquire(lease_id, request, until, max_clock_skew)
+        outcome = await self._acquire(lease_id, request, until, max_clock_skew, None)
         if isinstance(outcome, Lease):
             return outcome
         if outcome is not None and self._str(outcome, self.lessee_attribute) == request.lessee_id:
@@ -420,7 +753,8 @@ class LockStore:
         request: LeaseRequest,
         until: datetime | None = None,
         *,
-        max_clock_skew: float = 0.0,
+        max_clock_skew: float | None = 0.0,
+        expect: LeaseItem | None = None,
     ) -> Lease:
         """Take ``lease_id`` only if it is free or expired: never re-enters a lease held by anyone.
 
@@ -428,8 +762,14 @@ class LockStore:
         lessee ID never both hold one item. An acquisition whose response was lost is
         recognised as ours on retry; one cancelled after it was sent is undone in the
         background if it landed.
+
+        A held row counts as expired when its ``LeaseUntil`` is older than now minus
+        ``max_clock_skew`` (``None``: never by the clock). With ``expect`` (a row as read
+        earlier) a held row is taken only if it is still exactly in that state (lessee,
+        token and ``LeaseUntil``; a renewal always changes ``LeaseUntil``) *and*, unless
+        ``max_clock_skew`` is ``None``, expired by the clock. A free row is always taken.
         """
-        outcome = await self._acquire(lease_id, request, until, max_clock_skew)
+        outcome = await self._acquire(lease_id, request, until, max_clock_skew, expect)
         if isinstance(outcome, Lease):
             return outcome
         raise self._not_obtained(lease_id, outcome)
@@ -461,9 +801,12 @@ class LockStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="REMOVE #l SET #u = :zero",
+                    UpdateExpression="REMOVE #l, #d SET #u = :zero",
                     ConditionExpression="#l = :l AND #t = :t",
-                    ExpressionAttributeNames=self._names_for("#l", "#u", "#t"),
+                    ExpressionAttributeNames={
+                        **self._names_for("#l", "#u", "#t"),
+                        **self._duration_names,
+                    },
                     ExpressionAttributeValues={
                         ":l": {"S": lease.lessee_id},
                         ":t": {"N": str(lease.fencing_token)},
@@ -498,9 +841,12 @@ class LockStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="REMOVE #l SET #u = :zero",
+                    UpdateExpression="REMOVE #l, #d SET #u = :zero",
                     ConditionExpression="attribute_exists(#k)",
-                    ExpressionAttributeNames=self._names_for("#k", "#l", "#u"),
+                    ExpressionAttributeNames={
+                        **self._names_for("#k", "#l", "#u"),
+                        **self._duration_names,
+                    },
                     ExpressionAttributeValues={":zero": {"N": "0"}},
                     ReturnValues="ALL_OLD",
                 ),
@@ -518,38 +864,63 @@ class LockStore:
         lease_id: str,
         request: LeaseRequest,
         until: datetime | None,
-        max_clock_skew: float,
+        max_clock_skew: float | None,
+        expect: LeaseItem | None,
     ) -> Lease | dict[str, Any] | None:
         """One acquiring write. Returns the Lease, or the row that refused it (None: no row)."""
         if not isinstance(request, LeaseRequest):
             raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
+        if expect is not None and not isinstance(expect, LeaseItem):
+            raise TypeError(f"expect must be a LeaseItem or None, not {type(expect).__name__}")
+        if expect is not None and expect.lease_id != lease_id:
+            raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
         key = self._key(lease_id)
         # sent_at is taken before the wall clock is read for until: the holder's local
         # deadline (sent_at + duration) then never ends after the expiry others see.
         sent_at = asyncio.get_running_loop().time()
-        cutoff = self._cutoff_ns(max_clock_skew)
+        values: dict[str, Any] = {}
+        held: list[str] = []  # what makes a held row takeable, all of it required
+        if expect is not None and expect.lessee_id is not None:
+            held.append("#l = :ol AND #u = :ou")
+            values[":ol"] = {"S": expect.lessee_id}
+            values[":ou"] = {"N": str(expect.until_ns)}
+            if expect.fencing_token > 0:
+                held.append("#t = :ot")
+                values[":ot"] = {"N": str(expect.fencing_token)}
+            else:
+                held.append("attribute_not_exists(#t)")
+        if max_clock_skew is not None and (expect is None or expect.lessee_id is not None):
+            # attribute_type first: a hand-written row with a string LeaseUntil must be
+            # refused, not compared (moto even fails with a 500 on such a comparison).
+            held.append("attribute_type(#u, :n) AND #u < :cutoff")
+            values[":cutoff"] = {"N": str(self._cutoff_ns(max_clock_skew))}
+            values[":n"] = {"S": "N"}
+        condition = "attribute_exists(#k) AND attribute_not_exists(#l)"
+        if held:
+            condition = (
+                f"attribute_exists(#k) AND (attribute_not_exists(#l) OR ({' AND '.join(held)}))"
+            )
         until_ns = self._until_ns(request, until)
+        values.update(
+            {
+                ":l": {"S": request.lessee_id},
+                ":u": {"N": str(until_ns)},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":d": self._duration_value(request, until_ns),
+            }
+        )
         try:
             response = await self._call(
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one",
-                    # attribute_type first: a hand-written row with a string LeaseUntil must be
-                    # refused, not compared (moto even fails with a 500 on such a comparison).
-                    ConditionExpression=(
-                        "attribute_exists(#k) AND (attribute_not_exists(#l) OR "
-                        "(attribute_type(#u, :n) AND #u < :cutoff))"
+                    UpdateExpression=(
+                        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
                     ),
-                    ExpressionAttributeNames=self._names,
-                    ExpressionAttributeValues={
-                        ":l": {"S": request.lessee_id},
-                        ":u": {"N": str(until_ns)},
-                        ":zero": {"N": "0"},
-                        ":one": {"N": "1"},
-                        ":cutoff": {"N": str(cutoff)},
-                        ":n": {"S": "N"},
-                    },
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={**self._names, **self._duration_names},
+                    ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 ),
@@ -591,9 +962,12 @@ class LockStore:
                     lambda: self.client.update_item(
                         TableName=self.table_name,
                         Key=key,
-                        UpdateExpression="REMOVE #l SET #u = :zero",
+                        UpdateExpression="REMOVE #l, #d SET #u = :zero",
                         ConditionExpression="#l = :l AND #u = :u",
-                        ExpressionAttributeNames=self._names_for("#l", "#u"),
+                        ExpressionAttributeNames={
+                            **self._names_for("#l", "#u"),
+                            **self._duration_names,
+                        },
                         ExpressionAttributeValues={
                             ":l": {"S": lessee},
                             ":u": {"N": str(until_ns)},
@@ -638,12 +1012,16 @@ class LockStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
-                    UpdateExpression="SET #u = :u",
+                    UpdateExpression="SET #u = :u, #d = :d",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames=self._names_for("#l", "#u", "#t"),
+                    ExpressionAttributeNames={
+                        **self._names_for("#l", "#u", "#t"),
+                        **self._duration_names,
+                    },
                     ExpressionAttributeValues={
                         ":l": {"S": lease.lessee_id},
                         ":u": {"N": str(until_ns)},
+                        ":d": self._duration_value(lease.request, until_ns),
                         **values,
                     },
                     ReturnValues="ALL_NEW" if return_attributes else "NONE",
@@ -782,6 +1160,35 @@ class LockStore:
     def _names_for(self, *placeholders: str) -> dict[str, str]:
         return {p: self._names[p] for p in placeholders}
 
+    def _duration_value(self, request: LeaseRequest, until_ns: int) -> dict[str, Any]:
+        """The duration map written with ``until_ns``: how long observers must see it unchanged.
+
+        An explicit ``until`` beyond now + duration stretches the duration to match (measured
+        on this store's clock alone), so observers never wait less than the holder expects.
+        """
+        nanos = max(int(request.duration * 1e9), until_ns - self._clock())
+        millis = -(-nanos // 1_000_000)  # rounded up: never shorter than the holder's lease
+        return {"M": {"ms": {"N": str(millis)}, "until": {"N": str(until_ns)}}}
+
+    def _duration(self, row: Mapping[str, Any], until_ns: int) -> float | None:
+        """The holder's duration in seconds, if it was written with this very ``LeaseUntil``.
+
+        Missing, malformed, stale (the row was since written by a Go worker, which leaves the
+        map alone) or absurd (<= 0, > MAX_DURATION) all read as ``None``: use the clock rule.
+        """
+        value = row.get(self.duration_attribute)
+        fields = value.get("M") if isinstance(value, Mapping) else None
+        if not isinstance(fields, Mapping) or until_ns <= 0:
+            return None
+        try:
+            seconds = float(Decimal(fields["ms"]["N"])) / 1000
+            written_with = int(Decimal(fields["until"]["N"]))
+        except (KeyError, TypeError, ArithmeticError, ValueError):
+            return None
+        if written_with != until_ns or not math.isfinite(seconds):
+            return None
+        return seconds if 0 < seconds <= MAX_DURATION else None
+
     def _cutoff_ns(self, max_clock_skew: float) -> int:
         if not isinstance(max_clock_skew, int | float) or isinstance(max_clock_skew, bool):
             raise TypeError(f"max_clock_skew must be a number, not {type(max_clock_skew).__name__}")
@@ -818,12 +1225,14 @@ class LockStore:
         lease_id = self._str(row, self.hash_key)
         if lease_id is None:
             return None
+        until_ns = self._int(row, self.until_attribute, strict=False)
         return LeaseItem(
             lease_id=lease_id,
             lessee_id=self._str(row, self.lessee_attribute),
-            until_ns=self._int(row, self.until_attribute, strict=False),
+            until_ns=until_ns,
             fencing_token=self._int(row, self.token_attribute, strict=False),
             attributes=self._attributes(row),
+            duration=self._duration(row, until_ns),
         )
 
     def _attributes(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -887,6 +1296,19 @@ class _Expected(Exception):
         super().__init__(code)
         self.code = code
         self.item = item
+
+
+def _is_missing_index(exc: BaseException | None) -> bool:
+    """True for the answer to a query on an index that is absent or still building.
+
+    DynamoDB says ``ValidationException``; moto says ``ResourceNotFoundException``.
+    """
+    if exc is None or _client_error_code(exc) not in (
+        "ValidationException",
+        "ResourceNotFoundException",
+    ):
+        return False
+    return "index" in _short(exc).lower()
 
 
 def _short(exc: BaseException) -> str:

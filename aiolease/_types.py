@@ -36,10 +36,13 @@ class LeaseRequest:
 
     ``lessee_id`` must be unique per process or worker: two workers sharing an ID are
     one lessee to the store. ``duration`` is in seconds; a ``timedelta`` is converted.
+    Bad values raise ``TypeError`` or ``ValueError`` at construction, naming the field.
     """
 
     lessee_id: str
+    """The lessee's ID, stored as the row's holder: non-empty, unique per worker."""
     duration: float
+    """How long each acquisition or renewal lasts, in seconds (at most 7 days)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.lessee_id, str):
@@ -69,15 +72,20 @@ class Lease:
     """
 
     lease_id: str
+    """The item's ID: the row's hash key value."""
     request: LeaseRequest
+    """The request that obtained the lease."""
     until: datetime
+    """The expiry written to the row, timezone-aware UTC."""
     fencing_token: int
+    """Grows with each new holder of the item, kept by renewals: send it downstream."""
     attributes: dict[str, Any] = field(default_factory=dict, hash=False)
-    #: The exact ``LeaseUntil`` value written, in Unix epoch nanoseconds.
+    """The row's user attributes (without the key and bookkeeping) as plain Python values."""
     until_ns: int = field(default=0, compare=False, repr=False)
-    #: Event-loop time (``loop.time()``) just before the write was first sent: the holder's
-    #: local deadline counts from here, never from when the answer arrived.
+    """The exact ``LeaseUntil`` value written, in Unix epoch nanoseconds."""
     sent_at: float = field(default=0.0, compare=False, repr=False)
+    """Event-loop time (``loop.time()``) just before the write was first sent: the holder's
+    local deadline counts from here, never from when the answer arrived."""
 
     @property
     def lessee_id(self) -> str:
@@ -91,13 +99,21 @@ class LeaseItem:
 
     ``lessee_id`` is ``None`` when the item is free. ``until_ns`` is the stored
     ``LeaseUntil`` (0 when free). ``fencing_token`` is 0 for an item never leased.
+    ``duration`` is the holder's lease duration in seconds, as written with this very
+    ``LeaseUntil`` by an aiolease holder; ``None`` when missing, stale (the row was since
+    written by a Go worker) or absurd, in which case only the clock rule can judge expiry.
     """
 
     lease_id: str
+    """The item's ID: the row's hash key value."""
     lessee_id: str | None
+    """The current holder (``ProcessID``), or ``None`` when the item is free."""
     until_ns: int
+    """The stored ``LeaseUntil``, Unix epoch nanoseconds; 0 when free."""
     fencing_token: int
+    """The stored ``LeaseToken``; 0 for an item never leased by aiolease."""
     attributes: dict[str, Any] = field(default_factory=dict, hash=False)
+    duration: float | None = None
 
     @property
     def until(self) -> datetime | None:

@@ -33,6 +33,13 @@ async def raw_item(client: Any, store: LockStore, lease_id: str) -> dict[str, An
     return response.get("Item")
 
 
+def layout_attributes(store: LockStore, lease_id: str) -> dict[str, Any]:
+    """What the table layout adds to a row: the bucket, in the indexed layout."""
+    if not store.indexed:
+        return {}
+    return {store.bucket_attribute: {"N": str(store.bucket_of(lease_id))}}
+
+
 # -- create_table -----------------------------------------------------------------------
 
 
@@ -86,12 +93,14 @@ async def test_add_item_creates_a_free_row_go_workers_can_lease(
 ) -> None:
     assert await store.add_item("item-1", {"shard": "eu-1", "weight": 3}) is True
     row = await raw_item(client, store, "item-1")
-    assert row == {
+    expected = {
         "LeaseID": {"S": "item-1"},
         "LeaseUntil": {"N": "0"},
         "shard": {"S": "eu-1"},
         "weight": {"N": "3"},
+        **layout_attributes(store, "item-1"),  # a bucket, which Go workers never touch
     }
+    assert row == expected
 
 
 async def test_add_item_leaves_an_existing_row_untouched(client: Any, store: LockStore) -> None:
@@ -310,6 +319,7 @@ async def test_release_frees_the_item_and_keeps_row_token_and_attributes(
         "LeaseUntil": {"N": "0"},
         "LeaseToken": {"N": str(lease.fencing_token)},
         "payload": {"S": "keep me"},
+        **layout_attributes(store, "a"),
     }
     assert (await store.lease("a", B)).lessee_id == "worker-b", "a released item is free"
 
@@ -354,7 +364,7 @@ async def test_lease_operations_preserve_user_attributes(client: Any, store: Loc
         user = {
             k: v
             for k, v in row.items()
-            if k not in ("LeaseID", "LeaseUntil", "ProcessID", "LeaseToken")
+            if k not in ("LeaseID", "LeaseUntil", "ProcessID", "LeaseToken", "LeaseDuration")
         }
         assert user == expected, f"user attributes changed by {step}"
 

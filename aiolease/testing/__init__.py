@@ -23,12 +23,13 @@ from ._server import READY
 
 __all__ = ["FAKE_CREDENTIALS", "MotoServer", "fake_session", "local_dynamodb"]
 
-#: moto accepts any credentials; these keep botocore from looking for real ones.
 FAKE_CREDENTIALS = {
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
     "region_name": "us-east-1",
 }
+"""Throwaway credentials and region for a local server: moto accepts any, and with these
+botocore does not go looking for real ones."""
 _START_TIMEOUT = 60.0
 
 
@@ -103,6 +104,7 @@ class MotoServer:
 
     @property
     def running(self) -> bool:
+        """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
     def __enter__(self) -> MotoServer:

@@ -28,12 +28,14 @@ async def main(endpoint_url: str) -> None:
         await asyncio.gather(*(worker(store, f"worker-{i}") for i in range(3)))
 
 
+# --8<-- [start:local]
 async def run() -> None:
     if url := os.environ.get("AIOLEASE_ENDPOINT_URL"):
         await main(url)
     else:
-        async with local_dynamodb() as url:
+        async with local_dynamodb() as url:  # an embedded moto server on 127.0.0.1
             await main(url)
+        # --8<-- [end:local]
 
 
 if __name__ == "__main__":

@@ -1,19 +1,31 @@
 """pytest fixtures for code that uses aiolease: a moto server per session, a table per test.
 
 Loaded automatically when aiolease is installed (``pytest11`` entry point). The fixtures
-need the ``server`` extra and pytest-asyncio.
+need the ``server`` extra and pytest-asyncio; they work in its strict and auto modes.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from aiolease import LockStore
 
 from . import MotoServer, _restore_environment, _set_fake_environment
+
+# pytest-asyncio's strict mode only runs async fixtures declared with its own decorator.
+# This plugin loads in every pytest run where aiolease is installed, so it must not fail
+# where pytest-asyncio is missing (then nobody can use the async fixture anyway).
+if TYPE_CHECKING:
+    _async_fixture = pytest.fixture
+else:
+    try:
+        from pytest_asyncio import fixture as _async_fixture
+    except ImportError:  # pragma: no cover
+        _async_fixture = pytest.fixture
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +38,7 @@ def dynamodb_endpoint() -> Iterator[str]:
     _restore_environment(saved)
 
 
-@pytest.fixture
+@_async_fixture
 async def lock_store(dynamodb_endpoint: str) -> AsyncIterator[LockStore]:
     """A :class:`aiolease.LockStore` on a fresh, empty table of the session's server."""
 

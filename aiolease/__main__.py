@@ -1,0 +1,10 @@
+"""``python -m aiolease``: the demo and the operator commands (see ``--help``)."""
+
+from __future__ import annotations
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,12 +59,22 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
+    parent = os.getppid()
+
     def exit_with_parent() -> None:
         # When the parent dies, our stdin reaches EOF: exit rather than linger as an orphan.
         sys.stdin.read()
         stop()
 
+    def watch_parent() -> None:
+        # stdin alone is not enough: a process the parent forked keeps the pipe open after
+        # the parent is gone. Being re-parented means the parent died.
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        stop()
+
     threading.Thread(target=exit_with_parent, daemon=True).start()
+    threading.Thread(target=watch_parent, daemon=True).start()
     print(f"{READY} http://{server.host}:{server.port}", flush=True)
     server.serve_forever()
 

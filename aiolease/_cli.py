@@ -382,11 +382,8 @@ async def _release(args: argparse.Namespace) -> None:
 
 
 async def _find(store: LockStore, lease_id: str) -> LeaseItem | None:
-    """One item by ID (a scan: lease tables are small, and the store has no point read)."""
-    async for item in store.scan(consistent_read=True):
-        if item.lease_id == lease_id:
-            return item
-    return None
+    """One item by ID, read consistently."""
+    return await store.get_item(lease_id, consistent_read=True)
 
 
 # -- formatting ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -232,6 +233,18 @@ async def _write_rows(client: Any, store: LockStore) -> None:
         )
 
 
+def assert_unchanged(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    """The rows are as written, but for the fractional token's row (see below)."""
+    for old, new in zip(before, after, strict=True):
+        if old["LeaseID"]["S"] == "token-is-fractional":
+            # Only detectable once an acquisition landed: it is undone at once, and only
+            # the token, which may only grow, keeps the increment.
+            assert "ProcessID" not in new, "an acquisition of a malformed row was not undone"
+            old, new = dict(old), dict(new)
+            assert Decimal(new.pop("LeaseToken")["N"]) >= Decimal(old.pop("LeaseToken")["N"])
+        assert new == old
+
+
 @pytest.mark.parametrize("lease_id", sorted(MALFORMED_ROWS))
 @pytest.mark.parametrize("operation", ["lease", "acquire"])
 async def test_acquiring_a_malformed_row_fails_clearly_and_changes_nothing(
@@ -242,7 +255,7 @@ async def test_acquiring_a_malformed_row_fails_clearly_and_changes_nothing(
     with pytest.raises((LeaseNotObtainedError, LeaseStoreError)) as info:
         await getattr(store, operation)(lease_id, A)
     assert lease_id in str(info.value) or store.table_name in str(info.value)
-    assert await snapshot(client, store) == before
+    assert_unchanged(before, await snapshot(client, store))
 
 
 @pytest.mark.parametrize("lease_id", sorted(MALFORMED_ROWS))
@@ -269,7 +282,7 @@ async def test_obtain_lease_and_list_over_only_malformed_rows(
         with pytest.raises(LeaseError) as info:
             await Locker(store).obtain_lease(A)
         assert isinstance(info.value, LeaseNotObtainedError | LeaseStoreError)
-    assert await snapshot(client, store) == before
+    assert_unchanged(before, await snapshot(client, store))
 
 
 # -- one lessee never renews or releases another's lease -------------------------------------------

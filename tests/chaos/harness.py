@@ -358,7 +358,7 @@ def by_item(holds: list[Hold]) -> dict[str, list[Hold]]:
 
 
 class LogCounter(logging.Handler):
-    """Counts aiolease log records by their first words while installed (a context manager)."""
+    """Counts aiolease log records by message template while installed (a context manager)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -367,7 +367,7 @@ class LogCounter(logging.Handler):
         self._level = self._logger.level
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.counts[" ".join(record.getMessage().split()[:4])] += 1
+        self.counts[str(record.msg)] += 1
 
     def count(self, text: str) -> int:
         return sum(n for key, n in self.counts.items() if text in key)

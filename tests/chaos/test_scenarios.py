@@ -197,6 +197,69 @@ async def test_latency_spikes_longer_than_the_heartbeat_period(
     ).publish()
 
 
+def slow_answer(seconds: float) -> faults.Fault:
+    """The write lands at once; its answer arrives ``seconds`` later."""
+
+    def fault(call: Any) -> Any:
+        async def run() -> Any:
+            result = await call()
+            await asyncio.sleep(seconds)
+            return result
+
+        return run()
+
+    return fault
+
+
+def stuck(seconds: float) -> faults.Fault:
+    """Never answered, and slow to give up when cancelled (as a wedged connection can be)."""
+
+    def fault(call: Any) -> Any:
+        async def run() -> Any:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await asyncio.shield(asyncio.sleep(seconds))
+
+        return run()
+
+    return fault
+
+
+async def test_a_slow_answer_then_stuck_renewals_stop_the_work_before_the_stored_expiry(
+    chaos: Chaos, run_time: RunTime
+) -> None:
+    proxy, table = chaos
+    store = LockStore(proxy, table)
+    await add_items(store, 1)
+    locker = Locker(store, max_clock_skew=SKEW)
+    recorder = Recorder()
+    started = time.monotonic()
+    stop_at = started + run_time(0)
+    rounds = 0
+    while not rounds or time.monotonic() < stop_at:
+        rounds += 1
+        # The first renewal lands but is answered a second late (the holder's deadline must
+        # count from when it was sent); later renewals hang, and their cancellation takes
+        # 2 s (only the scope's own deadline timer can stop the work in time).
+        proxy.faults["update_item"].clear()
+        proxy.inject("update_item", faults.delay(0), slow_answer(1.0), stuck(2.0))
+        await worker(
+            locker, "w", recorder, time.monotonic() + 0.1, duration=LEASE, hold_time=(30, 30)
+        )
+    report = recorder.check()
+    checked = check_stopped_before_expiry(recorder, proxy)
+    assert len(recorder.lost_holds) == rounds, "every hold should have ended by a loss"
+    Figures.of(
+        "a slow answer, then renewals stuck (and slow to cancel)",
+        time.monotonic() - started,
+        report,
+        faults={"slow answers": rounds, "stuck renewals": rounds},
+        recorder=recorder,
+        holds_stopped_before_their_expiry=checked,
+    ).publish()
+
+
 # -- dropped responses --------------------------------------------------------------------------
 
 

@@ -594,3 +594,53 @@ async def test_an_event_loop_blocked_longer_than_the_lease(
         faults={"loop stalls": stalls},
         losses={"stalled loop (lost at wake-up)": stalls},
     ).publish()
+
+
+def stall_with_the_answer(seconds: float, stalled: list[float]) -> faults.Fault:
+    """The write lands, then the event loop blocks before the answer is read."""
+
+    def fault(call: Any) -> Any:
+        async def run() -> Any:
+            result = await call()
+            time.sleep(seconds)  # noqa: ASYNC251 - the stall under test
+            stalled.append(time.monotonic())
+            return result
+
+        return run()
+
+    return fault
+
+
+async def test_a_renewal_answered_after_a_stall_past_the_deadline_does_not_revive_the_lease(
+    chaos: Chaos, run_time: RunTime
+) -> None:
+    proxy, table = chaos
+    store = LockStore(proxy, table)
+    await add_items(store, 1)
+    locker = Locker(store, max_clock_skew=SKEW)
+    period = LEASE / 3
+    # Renewals are sent a period apart; a stall of two periods after the first one lands
+    # ends past the lease's local deadline (LEASE - margin), but before the renewed one.
+    stall = 2 * period
+    rounds = 0
+    resumed = 0
+    started = time.monotonic()
+    stop_at = started + run_time(0)
+    while not rounds or time.monotonic() < stop_at:
+        rounds += 1
+        woke: list[float] = []
+        proxy.faults["update_item"].clear()
+        proxy.inject("update_item", faults.delay(0), stall_with_the_answer(stall, woke))
+        with pytest.raises(LeaseLostError, match="after the local deadline"):  # noqa: PT012
+            async with locker.lease(LeaseRequest("w", LEASE), heartbeat_period=period):
+                while True:
+                    await asyncio.sleep(0.05)
+                    resumed += bool(woke)
+    assert not resumed, f"the work resumed {resumed} time(s) after the stall"
+    Figures.of(
+        f"event loop blocked {stall:.1f} s while a renewal's answer was in hand",
+        time.monotonic() - started,
+        check_history([]),
+        faults={"loop stalls during a renewal": rounds},
+        losses={"renewal answered after the local deadline": rounds},
+    ).publish()

@@ -30,3 +30,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "aiolease")
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The chaos scenarios in their long form, for nightly runs (not part of CI)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/chaos", "--soak", "-s", *session.posargs)

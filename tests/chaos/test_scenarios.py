@@ -632,7 +632,10 @@ async def test_a_renewal_answered_after_a_stall_past_the_deadline_does_not_reviv
         proxy.faults["update_item"].clear()
         proxy.inject("update_item", faults.delay(0), stall_with_the_answer(stall, woke))
         with pytest.raises(LeaseLostError, match="after the local deadline"):  # noqa: PT012
-            async with locker.lease(LeaseRequest("w", LEASE), heartbeat_period=period):
+            async with (
+                asyncio.timeout(stall + 3 * LEASE),  # a revived lease would never be lost
+                locker.lease(LeaseRequest("w", LEASE), heartbeat_period=period),
+            ):
                 while True:
                     await asyncio.sleep(0.05)
                     resumed += bool(woke)

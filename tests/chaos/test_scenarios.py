@@ -139,7 +139,9 @@ async def test_contention_many_workers_over_few_items(chaos: Chaos, run_time: Ru
 async def test_twenty_percent_throttling_loses_no_lease(chaos: Chaos, run_time: RunTime) -> None:
     proxy, table = chaos
     await add_items(LockStore(proxy, table), 3)
+    # The first two renewals are throttled for sure, then
     # 10% + 10% of the remaining 90%: a fifth of every call, of both throttling codes
+    proxy.add("renew", 0.0, refused("ThrottlingException"), "ThrottlingException", first=2)
     proxy.add("*", 0.10, refused("ThrottlingException"), "ThrottlingException")
     proxy.add("*", 0.10 / 0.9, refused("ProvisionedThroughputExceededException"), "PTEE")
     recorder = Recorder()

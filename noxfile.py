@@ -51,3 +51,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against the floor and the peers: figures, not pass/fail (``-- --quick``)."""
     session.install("-e", ".[test]", "python-dynamodb-lock", "matplotlib")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The chaos scenarios in their long form, for nightly runs (not part of CI)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/chaos", "--soak", "-s", *session.posargs)

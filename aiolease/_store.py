@@ -194,6 +194,8 @@ class LockStore:
                 raise ValueError(f"{arg} must be 1 to 255 bytes long, not {name!r}")
         if len(set(names.values())) != len(names):
             raise ValueError(f"hash_key and the bookkeeping attribute names must differ: {names}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning epoch ns, not {clock!r}")
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
         if index_name is not None and (
@@ -946,7 +948,13 @@ class LockStore:
             if until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
                 self._spawn(self._undo_acquire(key, lease_id, request.lessee_id, until_ns))
             raise
-        lease = self._lease(lease_id, request, response["Attributes"], sent_at=sent_at)
+        try:
+            lease = self._lease(lease_id, request, response["Attributes"], sent_at=sent_at)
+        except LeaseStoreError:
+            # Malformed bookkeeping (e.g. a fractional token): a lease that could never be
+            # renewed or released under its token. Free the row again, then report it.
+            await self._undo_acquire(key, lease_id, request.lessee_id, until_ns)
+            raise
         get_logger().debug(
             "acquired %s for %s, token %s",
             lease_id,
@@ -1266,12 +1274,15 @@ class LockStore:
         if value is None:
             return 0
         try:
-            return int(Decimal(value["N"]))
+            number = Decimal(value["N"])
+            if number != number.to_integral_value():
+                raise ValueError(number)  # tokens and expiries are whole numbers
+            return int(number)
         except (KeyError, TypeError, ArithmeticError, ValueError):
             if not strict:
                 return 0
             raise LeaseStoreError(
-                f"table {self.table_name!r}: attribute {name!r} is {value!r}, not a number",
+                f"table {self.table_name!r}: attribute {name!r} is {value!r}, not an integer",
                 table=self.table_name,
                 hash_key=self.hash_key,
             ) from None

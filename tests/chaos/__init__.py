@@ -1,0 +1,1 @@
+"""The chaos suite: lease scenarios under injected faults, each checked by tests.history."""

@@ -1,0 +1,382 @@
+"""What the chaos scenarios share: a random-fault client, workers that record holds, figures.
+
+``ChaosClient`` extends the queued faults of ``tests.faults.FaultyClient`` with faults
+drawn at random rates per kind of call (acquire, renew, release, scan...), and keeps a
+ledger of every lease write that reached the table (even when its answer was then
+dropped), so that a scenario can check what the table held, not what workers believed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiolease import (
+    Lease,
+    LeaseLostError,
+    LeaseNotObtainedError,
+    LeaseRequest,
+    Locker,
+)
+
+from ..faults import Fault, FaultyClient
+from ..history import Hold, Report, check_history
+
+#: Where the suite writes its figures (git-ignored); docs/reliability.md quotes them.
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "chaos-results"
+RESULTS_FILE = RESULTS_DIR / "chaos.jsonl"
+
+
+def kind_of(operation: str, kwargs: dict[str, Any]) -> str:
+    """Name a DynamoDB call by the lease operation it performs (from its expressions)."""
+    if operation != "update_item":
+        return operation
+    update = kwargs.get("UpdateExpression", "")
+    condition = kwargs.get("ConditionExpression", "")
+    if update.startswith("SET #l = :l"):
+        return "acquire"
+    if update == "SET #u = :u":
+        return "renew"
+    if update.startswith("REMOVE #l"):
+        if ":t" in condition:
+            return "release"
+        if ":u" in condition:
+            return "undo"
+        return "force_release"
+    return "add_item"
+
+
+@dataclass(frozen=True)
+class Write:
+    """An acquiring or renewing write that reached the table."""
+
+    kind: str
+    item: str
+    lessee: str
+    until_ns: int
+    landed: float  # time.monotonic() when the server answered
+
+
+@dataclass
+class Rule:
+    kind: str
+    rate: float
+    fault: Fault
+    name: str
+    first: int = 0  # the first ``first`` matching calls always get the fault
+
+
+class ChaosClient(FaultyClient):
+    """A FaultyClient that also injects faults at random rates and records landed writes."""
+
+    def __init__(self, client: Any, seed: int | None = None) -> None:
+        super().__init__(client)
+        self.rules: list[Rule] = []
+        self.injected: Counter[str] = Counter()
+        self.ledger: list[Write] = []
+        self.random = random.Random(seed)
+
+    def add(self, kind: str, rate: float, fault: Fault, name: str, *, first: int = 0) -> None:
+        """Apply ``fault`` to calls of ``kind`` with probability ``rate``; ``name`` counts it.
+
+        ``first``: the first that many calls of ``kind`` get it for sure, so that a short
+        run cannot miss a fault by chance.
+        """
+        self.rules.append(Rule(kind, rate, fault, name, first))
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.client, name)
+        if name.startswith("_") or name == "meta" or not callable(target):
+            return target
+
+        async def call(**kwargs: Any) -> Any:
+            self.calls[name] += 1
+            kind = kind_of(name, kwargs)
+
+            async def landed() -> Any:
+                response = await target(**kwargs)
+                self._record(kind, kwargs)
+                return response
+
+            queued = self.faults.get(name)
+            fault = queued.popleft() if queued else self.sticky.get(name)
+            if fault is None:
+                for rule in self.rules:
+                    if rule.kind not in (kind, "*"):
+                        continue
+                    if rule.first > 0 or self.random.random() < rule.rate:
+                        rule.first = max(0, rule.first - 1)
+                        fault = rule.fault
+                        self.injected[f"{rule.name} on {kind}"] += 1
+                        break
+            if fault is None:
+                return await landed()
+            return await fault(landed)
+
+        return call
+
+    def _record(self, kind: str, kwargs: dict[str, Any]) -> None:
+        if kind not in ("acquire", "renew", "undo"):
+            return
+        values = kwargs["ExpressionAttributeValues"]
+        (key,) = kwargs["Key"].values()
+        self.ledger.append(
+            Write(kind, key["S"], values[":l"]["S"], int(values[":u"]["N"]), time.monotonic())
+        )
+
+    def expiry_before(self, item: str, lessee: str, moment: float) -> int:
+        """The latest LeaseUntil that ``lessee`` wrote to ``item`` and that landed by ``moment``."""
+        return max(
+            (
+                w.until_ns
+                for w in self.ledger
+                if w.kind != "undo" and w.item == item and w.lessee == lessee and w.landed <= moment
+            ),
+            default=0,
+        )
+
+
+# -- faults drawn at random ---------------------------------------------------------------
+
+
+def spike(low: float, high: float, rng: random.Random) -> Fault:
+    """A latency spike of ``low..high`` seconds, before the request or after it landed."""
+
+    def fault(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        seconds = rng.uniform(low, high)
+
+        async def run() -> Any:
+            if rng.random() < 0.5:
+                await asyncio.sleep(seconds)
+                return await call()
+            result = await call()
+            await asyncio.sleep(seconds)
+            return result
+
+        return run()
+
+    return fault
+
+
+def dropped(max_wait: float, rng: random.Random) -> Fault:
+    """The write lands, then the client gives up on the answer after up to ``max_wait`` s."""
+    from botocore.exceptions import ReadTimeoutError
+
+    def fault(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        async def run() -> Any:
+            await call()
+            await asyncio.sleep(rng.uniform(0, max_wait))
+            raise ReadTimeoutError(endpoint_url="injected")
+
+        return run()
+
+    return fault
+
+
+# -- workers that record what they held ------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Every hold of a scenario's workers, and why each lease ended."""
+
+    holds: list[Hold] = field(default_factory=list)
+    #: per hold: the holder's own wall clock (epoch ns) when its work stopped
+    end_walls: list[int] = field(default_factory=list)
+    lost_holds: list[Hold] = field(default_factory=list)
+    obtained: list[Lease] = field(default_factory=list)
+    losses: Counter[str] = field(default_factory=Counter)
+    not_obtained: int = 0
+
+    def lost(self, exc: LeaseLostError) -> None:
+        cause = exc.__cause__
+        why = cause.reason if isinstance(cause, LeaseLostError) else exc.reason
+        self.losses[loss_category(why)] += 1
+
+    def check(self) -> Report:
+        return check_history(self.holds)
+
+
+def loss_category(why: str) -> str:
+    """A few words on why a lease was lost, for the figures."""
+    if "deadline" in why:
+        return "local deadline (renewals failed or were too slow)"
+    if "held by" in why:
+        return "taken by another lessee"
+    if "free" in why or "gone" in why:
+        return "released by another"
+    if "table" in why:
+        return "table error"
+    return why[:60]
+
+
+async def worker(
+    locker: Locker,
+    name: str,
+    recorder: Recorder,
+    stop_at: float,
+    *,
+    duration: float,
+    hold_time: tuple[float, float],
+    heartbeat_period: float | None = None,
+    lease_id: str | None = None,
+    wait_period: float = 0.2,
+    clock: Callable[[], int] = time.time_ns,
+    rng: random.Random | None = None,
+    stop: asyncio.Event | None = None,
+    on_obtained: Callable[[Lease], None] | None = None,
+) -> None:
+    """Lease, work ``hold_time`` seconds, release; again until ``stop_at`` (monotonic).
+
+    Setting ``stop`` ends the current hold early (normally, with a release) and the loop.
+    """
+    rng = rng or random.Random()
+    stop = stop or asyncio.Event()
+    request = LeaseRequest(name, duration)
+    while time.monotonic() < stop_at and not stop.is_set():
+        try:
+            async with locker.lease(
+                request,
+                lease_id,
+                wait_period=wait_period,
+                timeout=None if math.isinf(stop_at) else max(0.5, stop_at - time.monotonic()),
+                heartbeat_period=heartbeat_period,
+            ) as lease:
+                recorder.obtained.append(lease)
+                start = time.monotonic()
+                if on_obtained is not None:
+                    on_obtained(lease)
+                lost = True
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rng.uniform(*hold_time))
+                    lost = False
+                finally:
+                    hold = Hold(lease.lease_id, name, lease.fencing_token, start, time.monotonic())
+                    recorder.holds.append(hold)
+                    recorder.end_walls.append(clock())
+                    if lost:
+                        recorder.lost_holds.append(hold)
+        except LeaseLostError as exc:
+            recorder.lost(exc)
+        except LeaseNotObtainedError:
+            recorder.not_obtained += 1
+        await asyncio.sleep(rng.uniform(0, wait_period))
+
+
+def check_stopped_before_expiry(recorder: Recorder, client: ChaosClient) -> int:
+    """Every hold's work stopped before the expiry its holder last wrote (by its own clock).
+
+    Returns how many holds were checked against a landed write.
+    """
+    checked = 0
+    for hold, end_wall in zip(recorder.holds, recorder.end_walls, strict=True):
+        expiry = client.expiry_before(hold.item, hold.lessee, hold.end)
+        assert expiry, f"no landed write for {hold}"
+        assert end_wall < expiry, (
+            f"{hold.lessee} worked on {hold.item} (token {hold.token}) until "
+            f"{(end_wall - expiry) / 1e9:.3f} s past the expiry it had written"
+        )
+        checked += 1
+    return checked
+
+
+def check_no_orphans(recorder: Recorder, client: ChaosClient) -> None:
+    """Every acquisition that reached the table became a hold or was undone: none orphaned."""
+    obtained = {(lease.lease_id, lease.lessee_id, lease.until_ns) for lease in recorder.obtained}
+    undone = {(w.item, w.lessee, w.until_ns) for w in client.ledger if w.kind == "undo"}
+    acquired = [w for w in client.ledger if w.kind == "acquire"]
+    orphans = [w for w in acquired if (w.item, w.lessee, w.until_ns) not in obtained | undone]
+    assert not orphans, f"acquisitions that landed but nobody held or undid: {orphans[:3]}"
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """One scenario's figures, as written to ``chaos-results/chaos.jsonl``."""
+
+    scenario: str
+    seconds: float
+    holds_checked: int
+    items: int
+    handovers: int
+    overlaps: int = 0
+    faults_injected: dict[str, int] = field(default_factory=dict)
+    leases_lost: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        scenario: str,
+        seconds: float,
+        report: Report,
+        *,
+        faults: Counter[str] | dict[str, int] | None = None,
+        recorder: Recorder | None = None,
+        losses: dict[str, int] | None = None,
+        **extra: Any,
+    ) -> Figures:
+        return cls(
+            scenario=scenario,
+            seconds=round(seconds, 1),
+            holds_checked=report.holds,
+            items=report.items,
+            handovers=report.handovers,
+            faults_injected=dict(sorted((faults or {}).items())),
+            leases_lost=dict(recorder.losses) if recorder else (losses or {}),
+            extra=extra,
+        )
+
+    def publish(self) -> None:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        with RESULTS_FILE.open("a") as out:
+            out.write(json.dumps(asdict(self), sort_keys=True) + "\n")
+        print(f"\n[chaos] {self.scenario}: {json.dumps(asdict(self), sort_keys=True)}")
+
+
+def by_item(holds: list[Hold]) -> dict[str, list[Hold]]:
+    out: dict[str, list[Hold]] = defaultdict(list)
+    for hold in holds:
+        out[hold.item].append(hold)
+    return out
+
+
+class LogCounter(logging.Handler):
+    """Counts aiolease log records by message template while installed (a context manager)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.counts: Counter[str] = Counter()
+        self._logger = logging.getLogger("aiolease")
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[str(record.msg)] += 1
+
+    def count(self, text: str) -> int:
+        return sum(n for key, n in self.counts.items() if text in key)
+
+    def __enter__(self) -> LogCounter:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)

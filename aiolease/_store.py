@@ -877,7 +877,7 @@ class LockStore:
         if expect is not None and expect.lease_id != lease_id:
             raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
         key = self._key(lease_id)
-        loop = asyncio.get_running_loop()
+        explicit_ns = None if until is None else datetime_to_ns(until)
         values: dict[str, Any] = {}
         held: list[str] = []  # what makes a held row takeable, all of it required
         if expect is not None and expect.lessee_id is not None:
@@ -903,13 +903,10 @@ class LockStore:
         sent_at, until_ns = 0.0, 0
 
         def stamp() -> None:
-            # sent_at is taken before the wall clock is read for until: the holder's local
-            # deadline (sent_at + duration) then never ends after the expiry others see.
             nonlocal sent_at, until_ns
-            sent_at = loop.time()
+            sent_at, until_ns = self._send_times(request, explicit_ns)
             if ":n" in values and max_clock_skew is not None:
                 values[":cutoff"] = {"N": str(self._cutoff_ns(max_clock_skew))}
-            until_ns = self._until_ns(request, until)
             values[":u"] = {"N": str(until_ns)}
             values[":d"] = self._duration_value(request, until_ns)
 
@@ -1012,7 +1009,7 @@ class LockStore:
     ) -> Lease:
         self._check_lease(lease)
         key = self._key(lease.lease_id)
-        loop = asyncio.get_running_loop()
+        explicit_ns = None if until is None else datetime_to_ns(until)
         values: dict[str, Any] = {":l": {"S": lease.lessee_id}}
         if lease.fencing_token > 0:
             condition = "#l = :l AND #t = :t"
@@ -1023,8 +1020,7 @@ class LockStore:
 
         def stamp() -> None:
             nonlocal sent_at, until_ns
-            sent_at = loop.time()  # before the wall clock is read, as in _acquire
-            until_ns = self._until_ns(lease.request, until)
+            sent_at, until_ns = self._send_times(lease.request, explicit_ns)
             values[":u"] = {"N": str(until_ns)}
             values[":d"] = self._duration_value(lease.request, until_ns)
 
@@ -1222,14 +1218,20 @@ class LockStore:
             )
         return self._clock() - int(max_clock_skew * 1e9)
 
-    def _until_ns(self, request: LeaseRequest, until: datetime | None) -> int:
-        value = (
-            self._clock() + int(request.duration * 1e9) if until is None else datetime_to_ns(until)
-        )
-        # Unique per store, so that a lost-response retry can recognise its own write.
-        value = max(value, self._last_until_ns + 1)
+    def _send_times(self, request: LeaseRequest, until_ns: int | None) -> tuple[float, int]:
+        """``(sent_at, until_ns)`` for a write about to be sent.
+
+        ``sent_at`` (loop time) is read before the wall clock, so the holder's local deadline
+        (``sent_at + duration``) never ends after the expiry others see. An explicit expiry
+        sooner than now + duration moves ``sent_at`` back by the difference, for the same
+        reason. ``until_ns`` defaults to now + duration and is unique per store, so that a
+        lost-response retry can recognise its own write.
+        """
+        sent_at = asyncio.get_running_loop().time()
+        natural = self._clock() + int(request.duration * 1e9)
+        value = max(natural if until_ns is None else until_ns, self._last_until_ns + 1)
         self._last_until_ns = value
-        return value
+        return sent_at - max(0, natural - value) / 1e9, value
 
     def _lease(
         self, lease_id: str, request: LeaseRequest, row: Mapping[str, Any], sent_at: float

@@ -84,8 +84,9 @@ class Lease:
     until_ns: int = field(default=0, compare=False, repr=False)
     """The exact ``LeaseUntil`` value written, in Unix epoch nanoseconds."""
     sent_at: float = field(default=0.0, compare=False, repr=False)
-    """Event-loop time (``loop.time()``) just before the write was first sent: the holder's
-    local deadline counts from here, never from when the answer arrived."""
+    """Event-loop time (``loop.time()``) just before the write was first sent, from which the
+    holder's local deadline counts (never from when the answer arrived); moved earlier when
+    an explicit ``until`` was sooner than the duration, so the deadline never outlasts it."""
 
     @property
     def lessee_id(self) -> str:

@@ -667,3 +667,17 @@ async def test_time_spent_queueing_for_a_request_slot_is_not_charged_to_the_leas
     assert first.sent_at - started < 0.2
     assert second.sent_at - started >= 1.0, "the queued write was stamped before it was sent"
     assert second.until_ns - first.until_ns >= 0.9e9, "its LeaseUntil too"
+
+
+async def test_an_explicit_until_sooner_than_the_duration_bounds_the_local_deadline(
+    store: LockStore,
+) -> None:
+    await store.add_item("a")
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    lease = await store.lease("a", LeaseRequest("w", 30), soon)
+    # The holder's deadline is sent_at + duration: it must not outlast the stored expiry.
+    assert lease.sent_at + 30 <= before + 1.1, "the local deadline outlasts an explicit until"
+    renewed = await store.renew(lease, datetime.now(UTC) + timedelta(seconds=2))
+    assert renewed.sent_at + 30 <= loop.time() + 2.1

@@ -45,7 +45,7 @@ def kind_of(operation: str, kwargs: dict[str, Any]) -> str:
     condition = kwargs.get("ConditionExpression", "")
     if update.startswith("SET #l = :l"):
         return "acquire"
-    if update == "SET #u = :u":
+    if update.startswith("SET #u = :u"):
         return "renew"
     if update.startswith("REMOVE #l"):
         if ":t" in condition:

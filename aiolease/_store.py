@@ -822,14 +822,15 @@ class LockStore:
             )
         except _Expected as failed:
             old = failed.item
-            # A retry after an attempt whose answer was lost: if that attempt freed the row,
-            # the row is free under our token now, and the release did happen.
-            return (
-                ambiguous
-                and old is not None
-                and self.lessee_attribute not in old
-                and self._int(old, self.token_attribute) == lease.fencing_token
-            )
+            if not ambiguous or old is None:
+                return False
+            # A retry after an attempt whose answer was lost. If that attempt freed the row,
+            # the row is free under our token now; or another holder has taken it since,
+            # which it could only do through our release while our lease had not expired.
+            token = self._int(old, self.token_attribute, strict=False)
+            if self.lessee_attribute not in old:
+                return token == lease.fencing_token
+            return token > lease.fencing_token and lease.until_ns > self._clock()
         return True
 
     async def force_release(self, lease_id: str) -> LeaseItem | None:

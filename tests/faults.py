@@ -63,6 +63,20 @@ def hang(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
     return run()
 
 
+def land_then_hang(landed: asyncio.Event) -> Fault:
+    """The request is applied and ``landed`` set; then its answer never comes."""
+
+    def fault(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        async def run() -> Any:
+            await call()
+            landed.set()
+            await asyncio.Event().wait()
+
+        return run()
+
+    return fault
+
+
 def delay(seconds: float) -> Fault:
     def fault(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
         async def run() -> Any:

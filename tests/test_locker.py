@@ -419,16 +419,7 @@ async def test_an_acquisition_cancelled_in_flight_leaves_no_row_held(
     store, proxy = faulty
     await store.add_item("a")
     landed = asyncio.Event()
-
-    def land_then_hang(call: Any) -> Any:
-        async def run() -> Any:
-            await call()
-            landed.set()
-            await asyncio.Event().wait()
-
-        return run()
-
-    proxy.inject("update_item", land_then_hang)
+    proxy.inject("update_item", faults.land_then_hang(landed))
 
     async def holder() -> None:
         async with Locker(store).lease(request(), "a"):

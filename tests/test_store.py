@@ -577,22 +577,51 @@ async def test_a_release_whose_response_was_lost_reports_true(
     assert row is not None and "ProcessID" not in row
 
 
+async def test_a_lost_release_answer_is_still_true_when_the_item_was_taken_meanwhile(
+    client: Any, faulty: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = faulty
+    await store.add_item("a")
+    lease = await store.lease("a", LeaseRequest("worker-a", 30))
+    other = LockStore(client, store.table_name, **_layout_of(store))
+
+    def land_then_taken(call: Any) -> Any:
+        async def run() -> Any:
+            await call()  # the release lands...
+            await other.lease("a", B)  # ...another worker takes the free item...
+            raise faults.ReadTimeoutError(endpoint_url="injected")  # ...and the answer is lost
+
+        return run()
+
+    proxy.inject("update_item", land_then_taken)
+    assert await store.release(lease) is True
+
+
+async def test_a_lost_release_answer_is_false_when_the_lease_had_expired_and_was_taken(
+    client: Any, faulty: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = faulty
+    await store.add_item("a")
+    lease = await store.lease("a", A, datetime.now(UTC) - timedelta(seconds=1))
+    taken = await LockStore(client, store.table_name, **_layout_of(store)).lease("a", B)
+    proxy.inject("update_item", faults.server_error)  # the first attempt's fate is unknown
+    assert await store.release(lease) is False
+    row = await raw_item(client, store, "a")
+    assert row is not None and row["ProcessID"] == {"S": "worker-b"}
+    assert int(row["LeaseToken"]["N"]) == taken.fencing_token
+
+
+def _layout_of(store: LockStore) -> dict[str, Any]:
+    return {"index_name": store.index_name, "buckets": store.buckets}
+
+
 async def test_an_acquisition_cancelled_after_it_landed_is_undone(
     client: Any, faulty: tuple[LockStore, FaultyClient]
 ) -> None:
     store, proxy = faulty
     await store.add_item("a")
     landed = asyncio.Event()
-
-    def land_then_hang(call: Any) -> Any:
-        async def run() -> Any:
-            await call()
-            landed.set()
-            await asyncio.Event().wait()
-
-        return run()
-
-    proxy.inject("update_item", land_then_hang)
+    proxy.inject("update_item", faults.land_then_hang(landed))
     task = asyncio.create_task(store.acquire("a", A))
     await landed.wait()
     row = await raw_item(client, store, "a")

@@ -14,14 +14,14 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import IO, Any
 
 from ._server import READY
 
-__all__ = ["FAKE_CREDENTIALS", "MotoServer", "fake_session", "local_dynamodb"]
+__all__ = ["FAKE_CREDENTIALS", "MotoServer", "fake_session", "local_dynamodb", "run_with_dynamodb"]
 
 FAKE_CREDENTIALS = {
     "aws_access_key_id": "testing",
@@ -145,6 +145,23 @@ async def local_dynamodb(port: int = 0) -> AsyncIterator[str]:
     finally:
         _restore_environment(saved)
         await asyncio.to_thread(server.stop)
+
+
+def run_with_dynamodb(main: Callable[[str], Awaitable[object]]) -> None:
+    """Run ``main(endpoint_url)`` against ``$AIOLEASE_ENDPOINT_URL``, else an embedded server.
+
+    How each script under ``docs/examples`` runs on its own: against a server you point it
+    at, or against a moto server started (and stopped) for the run.
+    """
+
+    async def run() -> None:
+        if url := os.environ.get("AIOLEASE_ENDPOINT_URL"):
+            await main(url)
+        else:
+            async with local_dynamodb() as url:
+                await main(url)
+
+    asyncio.run(run())
 
 
 _ENVIRONMENT = {

@@ -64,17 +64,7 @@ async def create_reports_table(client: Any) -> None:
     await client.get_waiter("table_exists").wait(TableName="reports")
 
 
-async def run() -> None:
-    import os
-
-    from aiolease.testing import local_dynamodb
-
-    if url := os.environ.get("AIOLEASE_ENDPOINT_URL"):
-        await main(url)
-    else:
-        async with local_dynamodb() as url:
-            await main(url)
-
-
 if __name__ == "__main__":
-    asyncio.run(run())
+    from aiolease.testing import run_with_dynamodb
+
+    run_with_dynamodb(main)

@@ -6,7 +6,6 @@ the row a Go worker leaves behind is written by hand. Runs against
 ``AIOLEASE_ENDPOINT_URL`` if set, else against an embedded moto server.
 """
 
-import asyncio
 import time
 
 from aiolease import LeaseRequest, Locker, LockStore
@@ -40,17 +39,7 @@ async def main(endpoint_url: str | None = None) -> None:
             print(f"{item.lease_id}: free={item.lessee_id is None} token={item.fencing_token}")
 
 
-async def run() -> None:
-    import os
-
-    from aiolease.testing import local_dynamodb
-
-    if url := os.environ.get("AIOLEASE_ENDPOINT_URL"):
-        await main(url)
-    else:
-        async with local_dynamodb() as url:
-            await main(url)
-
-
 if __name__ == "__main__":
-    asyncio.run(run())
+    from aiolease.testing import run_with_dynamodb
+
+    run_with_dynamodb(main)

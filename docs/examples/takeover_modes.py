@@ -3,7 +3,6 @@
 Runs against ``AIOLEASE_ENDPOINT_URL`` if set, else against an embedded moto server.
 """
 
-import asyncio
 import time
 
 from aiolease import LeaseRequest, Locker, LockStore
@@ -28,17 +27,7 @@ async def main(endpoint_url: str | None = None) -> None:
         print(f"observer took {lease.lease_id} after {waited:.1f} s (lease: 1 s)")
 
 
-async def run() -> None:
-    import os
-
-    from aiolease.testing import local_dynamodb
-
-    if url := os.environ.get("AIOLEASE_ENDPOINT_URL"):
-        await main(url)
-    else:
-        async with local_dynamodb() as url:
-            await main(url)
-
-
 if __name__ == "__main__":
-    asyncio.run(run())
+    from aiolease.testing import run_with_dynamodb
+
+    run_with_dynamodb(main)

@@ -46,17 +46,7 @@ async def main(endpoint_url: str | None = None) -> None:
         # --8<-- [end:worker]
 
 
-async def run() -> None:
-    import os
-
-    from aiolease.testing import local_dynamodb
-
-    if url := os.environ.get("AIOLEASE_ENDPOINT_URL"):
-        await main(url)
-    else:
-        async with local_dynamodb() as url:
-            await main(url)
-
-
 if __name__ == "__main__":
-    asyncio.run(run())
+    from aiolease.testing import run_with_dynamodb
+
+    run_with_dynamodb(main)

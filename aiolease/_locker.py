@@ -22,9 +22,9 @@ from ._errors import (
     LeaseStoreError,
     LeaseUnavailableError,
 )
-from ._log import get_logger
+from ._log import get_logger, lease_fields
 from ._observe import Observations, obtain_any, obtain_named
-from ._types import Lease, LeaseRequest, _as_seconds
+from ._types import Lease, LeaseRequest, _as_seconds, check_clock_skew
 
 if TYPE_CHECKING:
     from ._store import LockStore
@@ -47,14 +47,6 @@ _ENOUGH_CANDIDATES = 64
 _MAX_RELEASE_TIME = 5.0
 # Observe mode wakes this long after a watched row ripens: loop timers may fire a hair early.
 _RIPE_SLACK = 0.005
-
-
-def _extra(lease: Lease) -> dict[str, Any]:
-    return {
-        "lease_id": lease.lease_id,
-        "lessee_id": lease.lessee_id,
-        "fencing_token": lease.fencing_token,
-    }
 
 
 def _describe(lease: Lease) -> str:
@@ -99,12 +91,7 @@ class Locker:
 
         if not isinstance(store, LockStore):
             raise TypeError(f"store must be a LockStore, not {type(store).__name__}")
-        if isinstance(max_clock_skew, bool) or not isinstance(max_clock_skew, int | float):
-            raise TypeError(f"max_clock_skew must be a number, not {type(max_clock_skew).__name__}")
-        if not 0 <= max_clock_skew < 86_400:
-            raise ValueError(
-                f"max_clock_skew must be between 0 and one day, not {max_clock_skew!r}"
-            )
+        max_clock_skew = check_clock_skew(max_clock_skew)
         if takeover not in ("clock", "observe"):
             raise ValueError(f"takeover must be 'clock' or 'observe', not {takeover!r}")
         if safety_margin is not None:
@@ -273,7 +260,7 @@ class Locker:
                     _describe(lease),
                     exc,
                     left,
-                    extra=_extra(lease),
+                    extra=lease_fields(lease),
                 )
                 await asyncio.sleep(max(0.0, min(random.uniform(backoff / 2, backoff), left)))
                 backoff = min(backoff * 2, lease.request.duration / _RENEWALS_PER_LEASE)
@@ -284,7 +271,7 @@ class Locker:
                 raise self._lost(lease, "the renewal was answered after the local deadline")
             hold.lease = renewed
             hold.deadline = self._deadline(renewed)
-            get_logger().debug("renewed %s", _describe(renewed), extra=_extra(renewed))
+            get_logger().debug("renewed %s", _describe(renewed), extra=lease_fields(renewed))
             return
 
     # -- scopes -------------------------------------------------------------------------
@@ -347,14 +334,14 @@ class Locker:
                 _describe(lease),
                 exc or "timed out",
                 lease.until.isoformat(),
-                extra=_extra(lease),
+                extra=lease_fields(lease),
             )
             return
         if released:
-            get_logger().info("released %s", _describe(lease), extra=_extra(lease))
+            get_logger().info("released %s", _describe(lease), extra=lease_fields(lease))
         else:
             get_logger().info(
-                "%s was no longer held at release", _describe(lease), extra=_extra(lease)
+                "%s was no longer held at release", _describe(lease), extra=lease_fields(lease)
             )
 
     # -- helpers ------------------------------------------------------------------------
@@ -394,7 +381,7 @@ class Locker:
         return period
 
     def _lost(self, lease: Lease, why: str) -> LeaseLostError:
-        get_logger().info("lost %s: %s", _describe(lease), why, extra=_extra(lease))
+        get_logger().info("lost %s: %s", _describe(lease), why, extra=lease_fields(lease))
         return LeaseLostError(
             f"lease on {_describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=why
         )
@@ -407,7 +394,10 @@ class Locker:
 
     def _log_acquired(self, lease: Lease) -> None:
         get_logger().info(
-            "acquired %s until %s", _describe(lease), lease.until.isoformat(), extra=_extra(lease)
+            "acquired %s until %s",
+            _describe(lease),
+            lease.until.isoformat(),
+            extra=lease_fields(lease),
         )
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["get_logger", "set_logger"]
+if TYPE_CHECKING:
+    from ._types import Lease
+
+__all__ = ["get_logger", "lease_fields", "set_logger"]
 
 _logger: logging.Logger = logging.getLogger("aiolease")
 
@@ -24,3 +28,12 @@ def set_logger(logger: logging.Logger) -> None:
 def get_logger() -> logging.Logger:
     """The logger aiolease currently writes to."""
     return _logger
+
+
+def lease_fields(lease: Lease) -> dict[str, Any]:
+    """The structured fields (``extra``) of every log record about a lease."""
+    return {
+        "lease_id": lease.lease_id,
+        "lessee_id": lease.lessee_id,
+        "fencing_token": lease.fencing_token,
+    }

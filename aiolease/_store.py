@@ -26,8 +26,16 @@ from ._errors import (
     LeaseStoreError,
     LeaseUnavailableError,
 )
-from ._log import get_logger
-from ._types import MAX_DURATION, Lease, LeaseItem, LeaseRequest, datetime_to_ns, ns_to_datetime
+from ._log import get_logger, lease_fields
+from ._types import (
+    MAX_DURATION,
+    Lease,
+    LeaseItem,
+    LeaseRequest,
+    check_clock_skew,
+    datetime_to_ns,
+    ns_to_datetime,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -958,7 +966,7 @@ class LockStore:
             lease_id,
             request.lessee_id,
             lease.fencing_token,
-            extra=_extra(lease),
+            extra=lease_fields(lease),
         )
         return lease
 
@@ -1211,12 +1219,7 @@ class LockStore:
         return seconds if 0 < seconds <= MAX_DURATION else None
 
     def _cutoff_ns(self, max_clock_skew: float) -> int:
-        if not isinstance(max_clock_skew, int | float) or isinstance(max_clock_skew, bool):
-            raise TypeError(f"max_clock_skew must be a number, not {type(max_clock_skew).__name__}")
-        if not 0 <= max_clock_skew < 86_400:
-            raise ValueError(
-                f"max_clock_skew must be between 0 and one day, not {max_clock_skew!r}"
-            )
+        max_clock_skew = check_clock_skew(max_clock_skew)
         return self._clock() - int(max_clock_skew * 1e9)
 
     def _send_times(self, request: LeaseRequest, until_ns: int | None) -> tuple[float, int]:
@@ -1351,12 +1354,3 @@ def _short(exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _extra(lease: Lease) -> dict[str, Any]:
-    """Structured fields for every log record about a lease."""
-    return {
-        "lease_id": lease.lease_id,
-        "lessee_id": lease.lessee_id,
-        "fencing_token": lease.fencing_token,
-    }

@@ -30,6 +30,15 @@ def _as_seconds(name: str, value: object) -> float:
     return seconds
 
 
+def check_clock_skew(value: object) -> float:
+    """Validate ``max_clock_skew``: a number of seconds from 0 to under one day."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"max_clock_skew must be a number, not {type(value).__name__}")
+    if not 0 <= value < 86_400:
+        raise ValueError(f"max_clock_skew must be between 0 and one day, not {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class LeaseRequest:
     """Who wants a lease and for how long.

@@ -5,19 +5,37 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+# Every version requires-python promises; the first also runs the chaos scenarios.
+PYTHONS = ["3.11", "3.12", "3.13"]
+
+# pyenv installs interpreters without putting python3.12 and python3.13 on PATH: let nox
+# find them there too.
+_pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+for _bin in sorted(glob.glob(os.path.join(_pyenv_root, "versions", "3.1[1-9]*", "bin"))):
+    os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _bin
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite against an embedded moto server (started by the fixtures)."""
+    """The test suite against an embedded moto server (started by the fixtures).
+
+    The chaos scenarios run on the first version only: they test the protocol, not the
+    interpreter, and take minutes.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    args = list(session.posargs)
+    if session.python != PYTHONS[0] and not args:
+        args = ["--ignore=tests/chaos"]
+    session.run("pytest", *args)
 
 
 @nox.session(python=PYTHON)

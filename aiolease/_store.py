@@ -1102,6 +1102,9 @@ class LockStore:
                 # Our own write, applied by an attempt whose answer was lost: until_ns is
                 # unique per row for this store, so nobody else can have written this row.
                 return self._lease(lease_id, request, old, sent_at=sent_at)
+            # Not written: its expiry must not lift the next write of this row (a refused 60 s
+            # request would stretch a later 2 s lease of this store to 60 s).
+            self._floors.pop(lease_id, None)
             if old is not None and not self._leasable(old):
                 self._note_malformed(lease_id, old)
                 raise self._malformed_error(lease_id, old) from None
@@ -1201,6 +1204,7 @@ class LockStore:
                     expect={"ConditionalCheckFailedException"},
                 )
         except _Expected:
+            self._floors.pop(lease_id, None)
             return  # the cancelled write never landed (or was already undone)
         except (LeaseError, TimeoutError) as exc:
             get_logger().warning(
@@ -1278,6 +1282,12 @@ class LockStore:
                 if old is not None and stored == until_ns:
                     # Our own write, applied by an attempt whose answer was lost.
                     row = old
+                    break
+                if old is not None and stored is not None and stored > until_ns and restamped:
+                    # Still our tenure, moved past our re-stamp by another write of this very
+                    # lease (a concurrent renewal): the row changed, so it is renewed, and
+                    # the local deadline (from our send) ends before the stored expiry.
+                    row, until_ns = old, stored
                     break
                 if stored is not None and stored > until_ns and not restamped:
                     # Still ours, but the stored expiry is later than ours: this holder's

@@ -632,3 +632,18 @@ async def test_an_acquisition_timed_out_by_the_store_is_undone_before_it_raises(
         await store.acquire("a", A)
     row = await raw_item(client, store, "a")
     assert row is not None and "ProcessID" not in row
+
+
+async def test_a_refused_long_acquisition_does_not_stretch_a_later_short_one(
+    client: Any, table_name: str
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("a")
+    held = await LockStore(client, table_name).acquire("a", B)
+    with pytest.raises(LeaseNotObtainedError):
+        await store.acquire("a", LeaseRequest("w", 60))
+    await LockStore(client, table_name).release(held)
+    start = time.time_ns()
+    short = await store.acquire("a", LeaseRequest("w", 2))
+    assert short.until_ns - start < 3 * 10**9, "a refused 60 s request stretched a 2 s lease"

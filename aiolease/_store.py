@@ -684,7 +684,10 @@ class LockStore:
         """Register a leasable item, free, with ``LeaseUntil`` 0 and optional user attributes.
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
-        In the indexed layout the row also gets its bucket (see :meth:`bucket_of`).
+        In the indexed layout the row also gets its bucket (see :meth:`bucket_of`). After an
+        attempt whose answer was lost, a row that is exactly what this call writes counts as
+        created by it (so an identical row registered by someone else in that instant would
+        too: the one ambiguity left).
         """
         key = self._key(lease_id)
         names = {"#k": self.hash_key, "#u": self.until_attribute}

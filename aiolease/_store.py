@@ -1082,70 +1082,73 @@ class LockStore:
             values[":d"] = self._duration_value(request, until_ns)
 
         try:
-            response = await self._call(
-                lambda: self.client.update_item(
-                    TableName=self.table_name,
-                    Key=key,
-                    UpdateExpression=(
-                        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
+            try:
+                response = await self._call(
+                    lambda: self.client.update_item(
+                        TableName=self.table_name,
+                        Key=key,
+                        UpdateExpression=(
+                            "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
+                        ),
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames={**self._names, **self._duration_names},
+                        ExpressionAttributeValues=values,
+                        ReturnValues="ALL_NEW",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     ),
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={**self._names, **self._duration_names},
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ),
-                lease_id=lease_id,
-                expect={"ConditionalCheckFailedException"},
-                on_first_send=stamp,
+                    lease_id=lease_id,
+                    expect={"ConditionalCheckFailedException"},
+                    on_first_send=stamp,
+                )
+            except _Expected as failed:
+                old = await self._refused_row(failed, lease_id, full=True)
+                if old is not None and self._is_ours(old, request.lessee_id, until_ns, ours_token):
+                    # Our own write, applied by an attempt whose answer was lost: until_ns is
+                    # unique per row for this store, so nobody else can have written this row.
+                    return self._lease(lease_id, request, old, sent_at=sent_at)
+                # Not written: its expiry must not lift the next write of this row (a refused
+                # 60 s request would stretch a later 2 s lease of this store to 60 s).
+                self._floors.pop(lease_id, None)
+                if old is not None and not self._leasable(old):
+                    self._note_malformed(lease_id, old)
+                    raise self._malformed_error(lease_id, old) from None
+                return old
+            row = response.get("Attributes")
+            if not row:
+                # Answered 200 without the row asked for (some compatible servers): read it.
+                row = await self._read_row(lease_id, full=True)
+                if row is None or not self._is_ours(row, request.lessee_id, until_ns, ours_token):
+                    raise LeaseUnavailableError(
+                        f"acquiring {lease_id!r} in table {self.table_name!r}: the endpoint "
+                        "answered without the item's attributes and the row does not show "
+                        "the write",
+                        lease_id=lease_id,
+                    )
+            if not self._leasable(row):
+                # A fractional token, seen only once the write landed: a lease that could never
+                # be renewed or released under its token. Free the row again, then report it.
+                self._note_malformed(lease_id, row)
+                await self._undo_acquire(key, lease_id, request.lessee_id, until_ns, None)
+                raise self._malformed_error(lease_id, row)
+            lease = self._lease(lease_id, request, row, sent_at=sent_at)
+            get_logger().debug(
+                "acquired %s for %s, token %s",
+                lease_id,
+                request.lessee_id,
+                lease.fencing_token,
+                extra=lease_fields(lease),
             )
-        except _Expected as failed:
-            old = await self._refused_row(failed, lease_id, full=True)
-            if old is not None and self._is_ours(old, request.lessee_id, until_ns, ours_token):
-                # Our own write, applied by an attempt whose answer was lost: until_ns is
-                # unique per row for this store, so nobody else can have written this row.
-                return self._lease(lease_id, request, old, sent_at=sent_at)
-            # Not written: its expiry must not lift the next write of this row (a refused 60 s
-            # request would stretch a later 2 s lease of this store to 60 s).
-            self._floors.pop(lease_id, None)
-            if old is not None and not self._leasable(old):
-                self._note_malformed(lease_id, old)
-                raise self._malformed_error(lease_id, old) from None
-            return old
+            return lease
         except (asyncio.CancelledError, LeaseUnavailableError) as exc:
-            # The write may have reached DynamoDB with nobody left to heartbeat or release it:
-            # undo it before this call returns (shielded, bounded; if it cannot finish in
-            # time it goes on in the background, which aclose() awaits).
+            # The write (or an attempt of it whose answer was lost, while its refusal or its
+            # row was being read) may have reached DynamoDB with nobody left to heartbeat or
+            # release it: undo it before this call returns (shielded, bounded; if it cannot
+            # finish in time it goes on in the background, which aclose() awaits).
             if until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
                 undo = self._undo_acquire(key, lease_id, request.lessee_id, until_ns, ours_token)
                 if await self._run_shielded(undo) and not isinstance(exc, asyncio.CancelledError):
                     raise asyncio.CancelledError from exc  # cancelled during the undo
             raise
-        row = response.get("Attributes")
-        if not row:
-            # Answered 200 without the row asked for (some compatible servers): read it.
-            row = await self._read_row(lease_id, full=True)
-            if row is None or not self._is_ours(row, request.lessee_id, until_ns, ours_token):
-                raise LeaseUnavailableError(
-                    f"acquiring {lease_id!r} in table {self.table_name!r}: the endpoint "
-                    "answered without the item's attributes and the row does not show the write",
-                    lease_id=lease_id,
-                )
-        if not self._leasable(row):
-            # A fractional token, seen only once the write landed: a lease that could never
-            # be renewed or released under its token. Free the row again, then report it.
-            self._note_malformed(lease_id, row)
-            await self._undo_acquire(key, lease_id, request.lessee_id, until_ns, None)
-            raise self._malformed_error(lease_id, row)
-        lease = self._lease(lease_id, request, row, sent_at=sent_at)
-        get_logger().debug(
-            "acquired %s for %s, token %s",
-            lease_id,
-            request.lessee_id,
-            lease.fencing_token,
-            extra=lease_fields(lease),
-        )
-        return lease
 
     def _is_ours(
         self, row: Mapping[str, Any], lessee: str, until_ns: int, token: int | None

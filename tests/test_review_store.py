@@ -647,3 +647,22 @@ async def test_a_refused_long_acquisition_does_not_stretch_a_later_short_one(
     start = time.time_ns()
     short = await store.acquire("a", LeaseRequest("w", 2))
     assert short.until_ns - start < 3 * 10**9, "a refused 60 s request stretched a 2 s lease"
+
+
+async def test_an_acquisition_cancelled_while_its_refusal_is_read_back_is_undone(
+    client: Any, plain: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = plain
+    await store.add_item("a")
+    # The first attempt lands, its answer is lost; the retry is refused without an item, so
+    # the store reads the row; the caller is cancelled during that read.
+    proxy.inject("update_item", drop_and_strip, strip_item)
+    reading = asyncio.Event()
+    proxy.inject("get_item", faults.land_then_hang(reading))
+    task = asyncio.create_task(store.acquire("a", A))
+    await reading.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await raw_item(client, store, "a")
+    assert row is not None and "ProcessID" not in row, "a landed acquisition was left held"

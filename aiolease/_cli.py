@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager, suppress
 from decimal import Decimal
 from typing import Any
 
-from ._errors import LeaseError, LeaseStoreError, LeaseUnavailableError
+from ._errors import LeaseError, LeaseNotObtainedError, LeaseStoreError, LeaseUnavailableError
 from ._store import LockStore
 from ._types import LeaseItem
 
@@ -35,7 +35,8 @@ EXIT_STORE = 3
 EPILOG = """\
 exit codes:
   0  success
-  1  the operation failed: no such item, release not confirmed, demo exclusion check failed
+  1  the operation failed: no such item, release not confirmed or the item changed
+     meanwhile, demo exclusion check failed
   2  usage error: bad arguments, or a missing optional dependency
   3  the table, the credentials or the endpoint cannot be used (table missing or keyed
      otherwise, access denied, no credentials or region, endpoint unreachable)
@@ -361,7 +362,9 @@ async def _release(args: argparse.Namespace) -> None:
             question = (
                 f"{args.id!r} is held by {current.lessee_id!r} (fencing token "
                 f"{current.fencing_token}, expires in {_expires_in(current, time.time_ns())}).\n"
-                "A live holder will lose the lease and have its work cancelled. Release it? [y/N] "
+                "A live holder keeps working until its next renewal finds the item released "
+                "(within one heartbeat period), then loses the lease and has its work "
+                "cancelled. Release it? [y/N] "
             )
             try:
                 answer = await asyncio.to_thread(input, question)
@@ -369,7 +372,12 @@ async def _release(args: argparse.Namespace) -> None:
                 answer = ""
             if answer.strip().lower() not in ("y", "yes"):
                 raise _Failed(f"{args.id!r} not released (not confirmed; --yes skips the question)")
-        before = await store.force_release(args.id)
+        try:
+            # Conditioned on the holder and token shown: never frees a holder the operator
+            # did not see (the lease may have changed hands while the question was open).
+            before = await store.force_release(args.id, expect=current)
+        except LeaseNotObtainedError as exc:
+            raise _Failed(f"{exc}; nothing changed, run the command again") from None
     if before is None:
         raise _Failed(f"no item {args.id!r} in table {args.table!r} (deleted meanwhile?)")
     if before.lessee_id is None:
@@ -377,7 +385,8 @@ async def _release(args: argparse.Namespace) -> None:
     else:
         print(
             f"released {args.id!r} (was held by {before.lessee_id!r}; "
-            f"fencing token {before.fencing_token} kept)"
+            f"fencing token {before.fencing_token} kept); a live holder stops at its next "
+            "renewal"
         )
 
 

@@ -127,12 +127,14 @@ class Locker:
         available = await self.store.find_available(
             max_clock_skew=self.max_clock_skew, limit=_ENOUGH_CANDIDATES
         )
-        candidates = [item.lease_id for item in available]
+        candidates = list(available)
         random.shuffle(candidates)
-        for lease_id in candidates:
+        for item in candidates:
             try:
+                # expect=item pins the state read (token too): a late duplicate of a
+                # timed-out attempt can never re-take the row after someone else wrote it.
                 lease = await self.store.acquire(
-                    lease_id, request, max_clock_skew=self.max_clock_skew
+                    item.lease_id, request, max_clock_skew=self.max_clock_skew, expect=item
                 )
             except LeaseNotObtainedError:
                 continue  # taken since the scan: try the next one

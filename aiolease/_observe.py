@@ -6,8 +6,9 @@ first saw the row's current state (lessee, fencing token, ``LeaseUntil``) and ta
 only once that state has stayed unchanged for the holder's stored lease duration on the
 waiter's own monotonic clock, with a write conditioned on exactly that state.
 
-Why that is safe: every renewal writes a new ``LeaseUntil`` (unique per store, increasing)
-and every change of holder a new lessee or token, so a state never comes back. The holder
+Why that is safe: every renewal writes a new ``LeaseUntil`` (unique per row, and conditioned
+to move only forward within a tenure, so a late request cannot write an older one back) and
+every change of holder a new lessee or token, so a state never comes back. The holder
 stops its work by ``sent + duration - margin`` on its own clock, where ``sent`` precedes its
 last write, which precedes the read that showed the state, which returned before the waiter
 started counting (PITFALLS #4). If the conditional write lands, the state was still there,
@@ -159,7 +160,8 @@ async def obtain_any(
     chosen: dict[Verdict, list[LeaseItem]] = {Verdict.FREE: [], Verdict.RIPE: [], Verdict.CLOCK: []}
     found = 0
     complete = True
-    async with aclosing(store.scan(consistent_read=True, projection_only=True)) as items:
+    scan = store.scan(consistent_read=True, projection_only=True, leasable_only=True)
+    async with aclosing(scan) as items:
         async for item in items:
             verdict = observations.judge(item, loop.time())
             if verdict is Verdict.CLOCK and not store.expired(item, max_clock_skew):

@@ -10,6 +10,7 @@ import math
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -78,8 +79,16 @@ _ACCESS_CODES = frozenset(
 # total, and jittered so that many renewals failing together do not retry together.
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 1.0
-# How long a background cleanup of a cancelled acquisition may take.
+# How long the undo of a cancelled acquisition may take; the cancelled call waits for it
+# this long at most (what is left is awaited by aclose()).
 _CLEANUP_TIMEOUT = 5.0
+# Rows whose last written LeaseUntil the store remembers (see _send_times): beyond this the
+# least recently written are forgotten, which only costs uniqueness against a clock that
+# repeats a value, never safety (renewals are conditioned on the stored expiry anyway).
+_MAX_FLOORS = 100_000
+# force_release() without expect reads, then frees conditioned on what it read: this many
+# tries if the row keeps changing in between.
+_FORCE_RELEASE_ATTEMPTS = 3
 
 # The indexed layout: rows spread over this many index partitions by a hash of their ID.
 # 16 keeps an obtain on a busy table to at most 16 small queries, and leaves room for
@@ -260,10 +269,29 @@ class LockStore:
         }
         # Kept apart from _names, which some writes pass whole: DynamoDB refuses unused names.
         self._duration_names = {"#d": duration_attribute}
-        self._last_until_ns = 0
+        # Per row, the last LeaseUntil this store wrote: the next write of the row goes above
+        # it, so a lost-answer retry recognises its own write (never stretching other rows).
+        self._floors: OrderedDict[str, int] = OrderedDict()
+        # Rows found with a malformed LeaseToken: read before any further write, logged once.
+        self._malformed: set[str] = set()
+        self._warned_malformed: set[str] = set()
+        self._key_checked = False
         # Loop time until which find_available scans because the index was found missing.
         self._scan_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
+        attempts = _client_attempts(client)
+        if attempts > 1:
+            # A retry inside botocore is invisible here: a write whose first answer was lost
+            # and that botocore resent looks refused (ResponseMetadata.RetryAttempts is the
+            # only trace, which the store checks), and every retry stretches a call that the
+            # locker's deadline must bound.
+            get_logger().warning(
+                "the DynamoDB client for table %r retries by itself (up to %d attempts); "
+                "lease writes are retried by aiolease within their deadline: configure the "
+                "client with retries={'total_max_attempts': 1} or use LockStore.connect()",
+                table_name,
+                attempts,
+            )
 
     def __repr__(self) -> str:
         return f"LockStore(table_name={self.table_name!r}, hash_key={self.hash_key!r})"
@@ -295,11 +323,6 @@ class LockStore:
         import botocore.exceptions as bce
         from aiobotocore.config import AioConfig
 
-        if session is None:
-            session = aioboto3.Session()
-        if region_name is None and session.region_name is None and endpoint_url is not None:
-            # A local endpoint does not care about the region, but botocore insists on one.
-            region_name = "us-east-1"
         config = AioConfig(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -307,6 +330,11 @@ class LockStore:
             max_pool_connections=max_pool_connections,
         )
         try:
+            if session is None:
+                session = aioboto3.Session()
+            if region_name is None and session.region_name is None and endpoint_url is not None:
+                # A local endpoint does not care about the region, but botocore insists on one.
+                region_name = "us-east-1"
             client_cm = session.client(
                 "dynamodb", endpoint_url=endpoint_url, region_name=region_name, config=config
             )
@@ -317,7 +345,7 @@ class LockStore:
                 table=table_name,
                 hash_key=hash_key,
             ) from exc
-        except ValueError as exc:  # e.g. a malformed endpoint_url
+        except (ValueError, bce.BotoCoreError) as exc:  # a malformed endpoint_url, no profile
             raise LeaseStoreError(
                 f"cannot open a DynamoDB client: {exc}", table=table_name, hash_key=hash_key
             ) from exc
@@ -399,7 +427,7 @@ class LockStore:
                     ),
                     expect={"ResourceInUseException"},
                 )
-        await self._wait_active(timeout)
+        await self._wait_active(timeout, f"index {self.index_name!r} of table")
 
     async def backfill_buckets(self, *, concurrency: int = 8) -> int:
         """Write the bucket attribute on every row that lacks it (or has a wrong one).
@@ -455,14 +483,19 @@ class LockStore:
 
         while True:
             page = await self._call(lambda: self.client.scan(**params))
-            async with asyncio.TaskGroup() as tg:
-                for raw in page.get("Items", []):
-                    lease_id = self._str(raw, self.hash_key)
-                    if lease_id is None:
-                        continue
-                    bucket = self.bucket_of(lease_id)
-                    if raw.get(self.bucket_attribute) != {"N": str(bucket)}:
-                        tg.create_task(fix(lease_id, bucket))
+            await self._check_rows(page)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for raw in page.get("Items", []):
+                        lease_id = self._str(raw, self.hash_key)
+                        if lease_id is None:
+                            continue
+                        bucket = self.bucket_of(lease_id)
+                        if raw.get(self.bucket_attribute) != {"N": str(bucket)}:
+                            tg.create_task(fix(lease_id, bucket))
+            except BaseExceptionGroup as group:
+                # One clean error, not a group: the first of ours, else a store error.
+                raise self._first_error(group) from group
             last = page.get("LastEvaluatedKey")
             if not last:
                 return updated
@@ -527,8 +560,11 @@ class LockStore:
             while len(found) < limit:
                 params["Limit"] = limit - len(found)
                 page = await self._call(functools.partial(self.client.query, **params))
+                await self._check_rows(page)
                 for raw in page.get("Items", []):
                     item = self._item(raw)
+                    if item is not None and self._skip_malformed(item.lease_id, raw):
+                        continue
                     if item is not None:
                         found.append(item)
                 last = page.get("LastEvaluatedKey")
@@ -565,28 +601,36 @@ class LockStore:
                 ),
                 expect={"ResourceInUseException"},
             )
-        await self._wait_active(timeout)
+        await self._wait_active(timeout, "table")
 
-    async def _wait_active(self, timeout: float | None) -> None:
+    async def _wait_active(self, timeout: float | None, what: str) -> None:
         """Wait until the table, and the layout's index if the table has it, are active."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._poll_active()
+        except TimeoutError:
+            raise LeaseUnavailableError(
+                f"{what} {self.table_name!r} not active within {timeout} s; try again later"
+            ) from None
+
+    async def _poll_active(self) -> None:
         pause = 0.05
-        async with asyncio.timeout(timeout):
-            while True:
-                description = await self.describe_table()
-                index = self._find_index(description)
-                if description.get("TableStatus") == "ACTIVE" and (
-                    index is None or index.get("IndexStatus", "ACTIVE") == "ACTIVE"
-                ):
-                    if self.index_name is not None and index is None:
-                        get_logger().warning(
-                            "table %r has no index %r: obtain_lease scans the table; "
-                            "add it with LockStore.add_index()",
-                            self.table_name,
-                            self.index_name,
-                        )
-                    return
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
+        while True:
+            description = await self.describe_table()
+            index = self._find_index(description)
+            if description.get("TableStatus") == "ACTIVE" and (
+                index is None or index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+            ):
+                if self.index_name is not None and index is None:
+                    get_logger().warning(
+                        "table %r has no index %r: obtain_lease scans the table; "
+                        "add it with LockStore.add_index()",
+                        self.table_name,
+                        self.index_name,
+                    )
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     def _find_index(self, table: Mapping[str, Any]) -> dict[str, Any] | None:
         """The layout's index in a table description (checked), or None if it has none."""
@@ -608,13 +652,29 @@ class LockStore:
     async def describe_table(self) -> dict[str, Any]:
         """The table's description; :class:`LeaseStoreError` if it is missing or keyed otherwise."""
         response = await self._call(lambda: self.client.describe_table(TableName=self.table_name))
-        table: dict[str, Any] = dict(response["Table"])
-        keys = [(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])]
-        types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-        if keys != [(self.hash_key, "HASH")] or types.get(self.hash_key) != "S":
+        described = response.get("Table")
+        if not isinstance(described, Mapping):
             raise LeaseStoreError(
-                f"table {self.table_name!r} has key schema {keys} ({types}); a lease table "
-                f"needs the string hash key {self.hash_key!r} and no sort key",
+                f"table {self.table_name!r} (hash key {self.hash_key!r}): the endpoint answered "
+                "DescribeTable without a table description",
+                table=self.table_name,
+                hash_key=self.hash_key,
+            )
+        table: dict[str, Any] = dict(described)
+        try:
+            keys = [(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])]
+            types = {
+                a["AttributeName"]: a["AttributeType"]
+                for a in table.get("AttributeDefinitions", [])
+            }
+        except (KeyError, TypeError):
+            keys, types = [], {}
+        if keys != [(self.hash_key, "HASH")] or types.get(self.hash_key) != "S":
+            real = ", ".join(repr(name) for name, _ in keys) or "unknown"
+            raise LeaseStoreError(
+                f"table {self.table_name!r} is keyed by {real} (key schema {keys}, {types}), "
+                f"not by the configured hash_key {self.hash_key!r}: a lease table needs the "
+                "string hash key named by hash_key and no sort key",
                 table=self.table_name,
                 hash_key=self.hash_key,
             )
@@ -624,20 +684,32 @@ class LockStore:
         """Register a leasable item, free, with ``LeaseUntil`` 0 and optional user attributes.
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
-        In the indexed layout the row also gets its bucket (see :meth:`bucket_of`).
+        In the indexed layout the row also gets its bucket (see :meth:`bucket_of`). After an
+        attempt whose answer was lost, a row that is exactly what this call writes counts as
+        created by it (so an identical row registered by someone else in that instant would
+        too: the one ambiguity left).
         """
         key = self._key(lease_id)
         names = {"#k": self.hash_key, "#u": self.until_attribute}
         values: dict[str, Any] = {":zero": {"N": "0"}}
         sets = ["#u = :zero"]
+        written: dict[str, Any] = {**key, self.until_attribute: {"N": "0"}}
         if self.index_name is not None:
             names["#b"] = self.bucket_attribute
             values[":b"] = {"N": str(self.bucket_of(lease_id))}
             sets.append("#b = :b")
+            written[self.bucket_attribute] = values[":b"]
         for i, (name, value) in enumerate(self._user_attributes(attributes).items()):
             names[f"#a{i}"] = name
             values[f":a{i}"] = value
             sets.append(f"#a{i} = :a{i}")
+            written[name] = value
+        ambiguous = False
+
+        def note_ambiguous() -> None:
+            nonlocal ambiguous
+            ambiguous = True
+
         try:
             await self._call(
                 lambda: self.client.update_item(
@@ -650,9 +722,16 @@ class LockStore:
                 ),
                 lease_id=lease_id,
                 expect={"ConditionalCheckFailedException"},
+                on_retry=note_ambiguous,
             )
-        except _Expected:
-            return False
+        except _Expected as failed:
+            if not (ambiguous or failed.retried):
+                return False
+            # An attempt whose answer was lost may have created the row: it is ours if it is
+            # exactly what we wrote (free, LeaseUntil 0, our attributes). Residual ambiguity:
+            # an identical row registered by someone else in between also reads as ours.
+            row = await self._read_row(lease_id, full=True)
+            return row is not None and self._plain(row) == self._plain(written)
         return True
 
     async def get_item(
@@ -692,13 +771,19 @@ class LockStore:
         projection_only: bool = False,
         consistent_read: bool = False,
         page_size: int | None = None,
+        leasable_only: bool | None = None,
     ) -> AsyncGenerator[LeaseItem, None]:
         """Yield every row as a :class:`LeaseItem`, page after page.
 
         With ``available=True`` only rows that look free or expired (``LeaseUntil`` older
         than now minus ``max_clock_skew``) are returned: candidates, since another worker
         may take them before you do. ``projection_only`` reads just the bookkeeping.
+        ``leasable_only`` (default: as ``available``) skips rows no acquisition could take
+        (a malformed ``LeaseToken``), logging each once. Rows without the configured hash key
+        mean the table is keyed otherwise: :class:`LeaseStoreError` naming both keys.
         """
+        if leasable_only is None:
+            leasable_only = available
         params: dict[str, Any] = {"TableName": self.table_name}
         names: dict[str, str] = {}
         if projection_only or available:
@@ -722,10 +807,12 @@ class LockStore:
             params["Limit"] = page_size
         while True:
             page = await self._call(lambda: self.client.scan(**params))
+            await self._check_rows(page)
             for raw in page.get("Items", []):
                 item = self._item(raw)
-                if item is not None:
-                    yield item
+                if item is None or (leasable_only and self._skip_malformed(item.lease_id, raw)):
+                    continue
+                yield item
             last = page.get("LastEvaluatedKey")
             if not last:
                 return
@@ -770,14 +857,15 @@ class LockStore:
 
         The pool-safe form of :meth:`lease` that the locker uses, so that two tasks sharing a
         lessee ID never both hold one item. An acquisition whose response was lost is
-        recognised as ours on retry; one cancelled after it was sent is undone in the
-        background if it landed.
+        recognised as ours on retry; one cancelled (or unanswered) after it was sent is
+        undone, if it landed, before this call returns (shielded, bounded).
 
         A held row counts as expired when its ``LeaseUntil`` is older than now minus
         ``max_clock_skew`` (``None``: never by the clock). With ``expect`` (a row as read
         earlier) a held row is taken only if it is still exactly in that state (lessee,
         token and ``LeaseUntil``; a renewal always changes ``LeaseUntil``) *and*, unless
-        ``max_clock_skew`` is ``None``, expired by the clock. A free row is always taken.
+        ``max_clock_skew`` is ``None``, expired by the clock; a free row only with the token
+        read, so that a late duplicate of a timed-out request cannot re-take it.
         """
         outcome = await self._acquire(lease_id, request, until, max_clock_skew, expect)
         if isinstance(outcome, Lease):
@@ -806,22 +894,20 @@ class LockStore:
             nonlocal ambiguous
             ambiguous = True
 
+        condition, values = self._tenure(lease.lessee_id, lease.fencing_token)
+        values[":zero"] = {"N": "0"}
         try:
             await self._call(
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key=key,
                     UpdateExpression="REMOVE #l, #d SET #u = :zero",
-                    ConditionExpression="#l = :l AND #t = :t",
+                    ConditionExpression=condition,
                     ExpressionAttributeNames={
                         **self._names_for("#l", "#u", "#t"),
                         **self._duration_names,
                     },
-                    ExpressionAttributeValues={
-                        ":l": {"S": lease.lessee_id},
-                        ":t": {"N": str(lease.fencing_token)},
-                        ":zero": {"N": "0"},
-                    },
+                    ExpressionAttributeValues=values,
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 ),
                 lease_id=lease.lease_id,
@@ -829,44 +915,101 @@ class LockStore:
                 on_retry=note_ambiguous,
             )
         except _Expected as failed:
-            old = failed.item
-            if not ambiguous or old is None:
+            # Ambiguous: a retry (ours, or botocore's own) after an attempt whose answer was
+            # lost, which may have freed the row already.
+            if not (ambiguous or failed.retried):
                 return False
-            # A retry after an attempt whose answer was lost. If that attempt freed the row,
-            # the row is free under our token now; or another holder has taken it since,
-            # which it could only do through our release while our lease had not expired.
+            old = await self._refused_row(failed, lease.lease_id)
+            if old is None:
+                return False
+            # If that attempt freed the row, the row is free under our token now; or another
+            # holder has taken it since, which it could only do through our release while our
+            # lease had not expired.
             token = self._int(old, self.token_attribute, strict=False)
             if self.lessee_attribute not in old:
-                return token == lease.fencing_token
-            return token > lease.fencing_token and lease.until_ns > self._clock()
+                freed = token == lease.fencing_token
+            else:
+                freed = token > lease.fencing_token and lease.until_ns > self._clock()
+            if freed:
+                self._floors.pop(lease.lease_id, None)
+            return freed
+        self._floors.pop(lease.lease_id, None)
         return True
 
-    async def force_release(self, lease_id: str) -> LeaseItem | None:
-        """An operator's release of a stuck item, whoever holds it; keeps the row and its token.
+    async def force_release(
+        self, lease_id: str, *, expect: LeaseItem | None = None
+    ) -> LeaseItem | None:
+        """An operator's release of a stuck item; keeps the row and its token.
 
-        Returns the row as it was before, or ``None`` if there is no such item.
+        Frees the row only in the state it was read in (holder and token): with ``expect``
+        (the row as shown to the operator) it raises :class:`LeaseNotObtainedError` if the row
+        has changed since; without, it reads the row first. Returns the row as it was before
+        its own write (never the state after it, even when an answer was lost), or ``None``
+        if there is no such item. A live holder notices at its next renewal, not at once.
         """
         key = self._key(lease_id)
-        try:
-            response = await self._call(
-                lambda: self.client.update_item(
-                    TableName=self.table_name,
-                    Key=key,
-                    UpdateExpression="REMOVE #l, #d SET #u = :zero",
-                    ConditionExpression="attribute_exists(#k)",
-                    ExpressionAttributeNames={
-                        **self._names_for("#k", "#l", "#u"),
-                        **self._duration_names,
-                    },
-                    ExpressionAttributeValues={":zero": {"N": "0"}},
-                    ReturnValues="ALL_OLD",
-                ),
+        if expect is not None and not isinstance(expect, LeaseItem):
+            raise TypeError(f"expect must be a LeaseItem or None, not {type(expect).__name__}")
+        if expect is not None and expect.lease_id != lease_id:
+            raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
+        for _ in range(_FORCE_RELEASE_ATTEMPTS):
+            current = expect if expect is not None else await self.get_item(lease_id)
+            if current is None or current.lessee_id is None:
+                return current
+            condition, values = self._tenure(current.lessee_id, current.fencing_token)
+            values[":zero"] = {"N": "0"}
+            ambiguous = False
+
+            def note_ambiguous() -> None:
+                nonlocal ambiguous
+                ambiguous = True
+
+            try:
+                await self._call(
+                    functools.partial(
+                        self.client.update_item,
+                        TableName=self.table_name,
+                        Key=key,
+                        UpdateExpression="REMOVE #l, #d SET #u = :zero",
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames={
+                            **self._names_for("#l", "#u", "#t"),
+                            **self._duration_names,
+                        },
+                        ExpressionAttributeValues=values,
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    ),
+                    lease_id=lease_id,
+                    expect={"ConditionalCheckFailedException"},
+                    on_retry=note_ambiguous,
+                )
+            except _Expected as failed:
+                row = await self._refused_row(failed, lease_id)
+                if row is None:
+                    return None
+                if (
+                    (ambiguous or failed.retried)
+                    and self.lessee_attribute not in row
+                    and self._int(row, self.token_attribute, strict=False) == current.fencing_token
+                ):
+                    break  # freed by our own attempt whose answer was lost
+                if expect is not None:
+                    raise LeaseNotObtainedError(
+                        f"{lease_id!r} changed since it was read (held by "
+                        f"{current.lessee_id!r}, token {current.fencing_token}): it is now "
+                        f"{self._describe(row)}; not released",
+                        lease_id=lease_id,
+                        holder=self._str(row, self.lessee_attribute),
+                    ) from None
+                continue  # changed between the read and the write: read it again
+            break
+        else:
+            raise LeaseUnavailableError(
+                f"{lease_id!r} in table {self.table_name!r} kept changing; not released",
                 lease_id=lease_id,
-                expect={"ConditionalCheckFailedException"},
             )
-        except _Expected:
-            return None
-        return self._item(response.get("Attributes", {}))
+        self._floors.pop(lease_id, None)
+        return current
 
     # -- the writes ---------------------------------------------------------------------
 
@@ -878,7 +1021,12 @@ class LockStore:
         max_clock_skew: float | None,
         expect: LeaseItem | None,
     ) -> Lease | dict[str, Any] | None:
-        """One acquiring write. Returns the Lease, or the row that refused it (None: no row)."""
+        """One acquiring write. Returns the Lease, or the row that refused it (None: no row).
+
+        A row with a malformed ``LeaseToken`` raises :class:`LeaseStoreError` naming it (also
+        a :class:`LeaseNotObtainedError` whose ``item_exists`` is False: pool loops skip it,
+        waiting for it is pointless).
+        """
         if not isinstance(request, LeaseRequest):
             raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
         if expect is not None and not isinstance(expect, LeaseItem):
@@ -887,92 +1035,166 @@ class LockStore:
             raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
         key = self._key(lease_id)
         explicit_ns = None if until is None else datetime_to_ns(until)
-        values: dict[str, Any] = {}
+        if lease_id in self._malformed:
+            # Found malformed before: look before writing, so that an acquisition never
+            # bumps a fractional token again (DynamoDB cannot test a number for integrality).
+            row = await self._read_row(lease_id)
+            if row is not None and not self._leasable(row):
+                raise self._malformed_error(lease_id, row)
+            self._malformed.discard(lease_id)
+        values: dict[str, Any] = {":n": {"S": "N"}}
         held: list[str] = []  # what makes a held row takeable, all of it required
         if expect is not None and expect.lessee_id is not None:
             held.append("#l = :ol AND #u = :ou")
             values[":ol"] = {"S": expect.lessee_id}
             values[":ou"] = {"N": str(expect.until_ns)}
-            if expect.fencing_token > 0:
-                held.append("#t = :ot")
-                values[":ot"] = {"N": str(expect.fencing_token)}
-            else:
-                held.append("attribute_not_exists(#t)")
         if max_clock_skew is not None and (expect is None or expect.lessee_id is not None):
             # attribute_type first: a hand-written row with a string LeaseUntil must be
             # refused, not compared (moto even fails with a 500 on such a comparison).
             held.append("attribute_type(#u, :n) AND #u < :cutoff")
-            values[":n"] = {"S": "N"}
-        condition = "attribute_exists(#k) AND attribute_not_exists(#l)"
+        takeable = "attribute_not_exists(#l)"
         if held:
-            condition = (
-                f"attribute_exists(#k) AND (attribute_not_exists(#l) OR ({' AND '.join(held)}))"
-            )
+            takeable = f"attribute_not_exists(#l) OR ({' AND '.join(held)})"
+        if expect is None:
+            # A string token would fail the increment (a ValidationException, not a refusal).
+            token = "(attribute_not_exists(#t) OR attribute_type(#t, :n))"
+        elif expect.fencing_token > 0:
+            # The token as read pins the row, free or held: a late duplicate of this request
+            # (timed out, undone) cannot re-take the row once anyone has written it since,
+            # and a token read as malformed (0) or a fraction is never matched.
+            token = "#t = :ot"
+            values[":ot"] = {"N": str(expect.fencing_token)}
+        else:
+            token = "attribute_not_exists(#t)"
+        condition = f"attribute_exists(#k) AND {token} AND ({takeable})"
+        if not re.search(r":n\b", condition):
+            del values[":n"]  # DynamoDB refuses unused values
         values.update({":l": {"S": request.lessee_id}, ":zero": {"N": "0"}, ":one": {"N": "1"}})
+        ours_token = None if expect is None else expect.fencing_token + 1
         sent_at, until_ns = 0.0, 0
 
         def stamp() -> None:
             nonlocal sent_at, until_ns
-            sent_at, until_ns = self._send_times(request, explicit_ns)
-            if ":n" in values and max_clock_skew is not None:
+            sent_at, until_ns = self._send_times(lease_id, request, explicit_ns)
+            if max_clock_skew is not None and ":cutoff" in condition:
                 values[":cutoff"] = {"N": str(self._cutoff_ns(max_clock_skew))}
             values[":u"] = {"N": str(until_ns)}
             values[":d"] = self._duration_value(request, until_ns)
 
         try:
-            response = await self._call(
-                lambda: self.client.update_item(
-                    TableName=self.table_name,
-                    Key=key,
-                    UpdateExpression=(
-                        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
+            try:
+                response = await self._call(
+                    lambda: self.client.update_item(
+                        TableName=self.table_name,
+                        Key=key,
+                        UpdateExpression=(
+                            "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
+                        ),
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames={**self._names, **self._duration_names},
+                        ExpressionAttributeValues=values,
+                        ReturnValues="ALL_NEW",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     ),
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={**self._names, **self._duration_names},
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ),
-                lease_id=lease_id,
-                expect={"ConditionalCheckFailedException"},
-                on_first_send=stamp,
+                    lease_id=lease_id,
+                    expect={"ConditionalCheckFailedException"},
+                    on_first_send=stamp,
+                )
+            except _Expected as failed:
+                old = await self._refused_row(failed, lease_id, full=True)
+                if old is not None and self._is_ours(old, request.lessee_id, until_ns, ours_token):
+                    # Our own write, applied by an attempt whose answer was lost: until_ns is
+                    # unique per row for this store, so nobody else can have written this row.
+                    return self._lease(lease_id, request, old, sent_at=sent_at)
+                # Not written: its expiry must not lift the next write of this row (a refused
+                # 60 s request would stretch a later 2 s lease of this store to 60 s).
+                self._floors.pop(lease_id, None)
+                if old is not None and not self._leasable(old):
+                    self._note_malformed(lease_id, old)
+                    raise self._malformed_error(lease_id, old) from None
+                return old
+            row = response.get("Attributes")
+            if not row:
+                # Answered 200 without the row asked for (some compatible servers): read it.
+                row = await self._read_row(lease_id, full=True)
+                if row is None or not self._is_ours(row, request.lessee_id, until_ns, ours_token):
+                    raise LeaseUnavailableError(
+                        f"acquiring {lease_id!r} in table {self.table_name!r}: the endpoint "
+                        "answered without the item's attributes and the row does not show "
+                        "the write",
+                        lease_id=lease_id,
+                    )
+            if not self._leasable(row):
+                # A fractional token, seen only once the write landed: a lease that could never
+                # be renewed or released under its token. Free the row again, then report it.
+                self._note_malformed(lease_id, row)
+                await self._undo_acquire(key, lease_id, request.lessee_id, until_ns, None)
+                raise self._malformed_error(lease_id, row)
+            lease = self._lease(lease_id, request, row, sent_at=sent_at)
+            get_logger().debug(
+                "acquired %s for %s, token %s",
+                lease_id,
+                request.lessee_id,
+                lease.fencing_token,
+                extra=lease_fields(lease),
             )
-        except _Expected as failed:
-            old = failed.item
-            if (
-                old is not None
-                and self._str(old, self.lessee_attribute) == request.lessee_id
-                and self._int(old, self.until_attribute) == until_ns
-            ):
-                # Our own write, applied by an attempt whose answer was lost: until_ns is
-                # unique per store, so nobody else can have written this exact row.
-                return self._lease(lease_id, request, old, sent_at=sent_at)
-            return old
-        except (asyncio.CancelledError, LeaseUnavailableError):
-            # The write may have reached DynamoDB with nobody left to heartbeat or release it:
-            # undo it if it landed, in the background so as not to hold up the caller.
+            return lease
+        except (asyncio.CancelledError, LeaseUnavailableError) as exc:
+            # The write (or an attempt of it whose answer was lost, while its refusal or its
+            # row was being read) may have reached DynamoDB with nobody left to heartbeat or
+            # release it: undo it before this call returns (shielded, bounded; if it cannot
+            # finish in time it goes on in the background, which aclose() awaits).
             if until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
-                self._spawn(self._undo_acquire(key, lease_id, request.lessee_id, until_ns))
+                undo = self._undo_acquire(key, lease_id, request.lessee_id, until_ns, ours_token)
+                if await self._run_shielded(undo) and not isinstance(exc, asyncio.CancelledError):
+                    raise asyncio.CancelledError from exc  # cancelled during the undo
             raise
-        try:
-            lease = self._lease(lease_id, request, response["Attributes"], sent_at=sent_at)
-        except LeaseStoreError:
-            # Malformed bookkeeping (e.g. a fractional token): a lease that could never be
-            # renewed or released under its token. Free the row again, then report it.
-            await self._undo_acquire(key, lease_id, request.lessee_id, until_ns)
-            raise
-        get_logger().debug(
-            "acquired %s for %s, token %s",
-            lease_id,
-            request.lessee_id,
-            lease.fencing_token,
-            extra=lease_fields(lease),
+
+    def _is_ours(
+        self, row: Mapping[str, Any], lessee: str, until_ns: int, token: int | None
+    ) -> bool:
+        """Whether ``row`` shows the acquiring write of ``lessee`` with expiry ``until_ns``."""
+        return (
+            until_ns > 0
+            and self._str(row, self.lessee_attribute) == lessee
+            and self._int(row, self.until_attribute, strict=False) == until_ns
+            and (token is None or self._int(row, self.token_attribute, strict=False) == token)
         )
-        return lease
+
+    async def _run_shielded(self, cleanup: Awaitable[None]) -> bool:
+        """Run ``cleanup`` to completion, at most _CLEANUP_TIMEOUT, whatever cancels the caller.
+
+        Returns whether the caller was cancelled meanwhile (the caller re-raises). What does
+        not finish in time goes on in the background, owned by the store (see aclose()).
+        """
+        task = asyncio.ensure_future(cleanup)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _CLEANUP_TIMEOUT
+        cancelled = False
+        while not task.done() and loop.time() < give_up:
+            try:
+                # asyncio.wait never cancels the task it waits for: a shield.
+                await asyncio.wait({task}, timeout=give_up - loop.time())
+            except asyncio.CancelledError:
+                cancelled = True
+        return cancelled
 
     async def _undo_acquire(
-        self, key: dict[str, Any], lease_id: str, lessee: str, until_ns: int
+        self, key: dict[str, Any], lease_id: str, lessee: str, until_ns: int, token: int | None
     ) -> None:
+        condition = "#l = :l AND #u = :u"
+        values: dict[str, Any] = {
+            ":l": {"S": lessee},
+            ":u": {"N": str(until_ns)},
+            ":zero": {"N": "0"},
+        }
+        names = {**self._names_for("#l", "#u"), **self._duration_names}
+        if token is not None:
+            condition += " AND #t = :t"
+            values[":t"] = {"N": str(token)}
+            names["#t"] = self.token_attribute
         try:
             async with asyncio.timeout(_CLEANUP_TIMEOUT):
                 await self._call(
@@ -980,21 +1202,15 @@ class LockStore:
                         TableName=self.table_name,
                         Key=key,
                         UpdateExpression="REMOVE #l, #d SET #u = :zero",
-                        ConditionExpression="#l = :l AND #u = :u",
-                        ExpressionAttributeNames={
-                            **self._names_for("#l", "#u"),
-                            **self._duration_names,
-                        },
-                        ExpressionAttributeValues={
-                            ":l": {"S": lessee},
-                            ":u": {"N": str(until_ns)},
-                            ":zero": {"N": "0"},
-                        },
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames=names,
+                        ExpressionAttributeValues=values,
                     ),
                     lease_id=lease_id,
                     expect={"ConditionalCheckFailedException"},
                 )
         except _Expected:
+            self._floors.pop(lease_id, None)
             return  # the cancelled write never landed (or was already undone)
         except (LeaseError, TimeoutError) as exc:
             get_logger().warning(
@@ -1002,10 +1218,11 @@ class LockStore:
                 "the row stays held until it expires",
                 lease_id,
                 lessee,
-                exc,
+                exc or "timed out",
                 extra={"lease_id": lease_id, "lessee_id": lessee},
             )
             return
+        self._floors.pop(lease_id, None)
         get_logger().info(
             "undid the cancelled acquisition of %s by %s",
             lease_id,
@@ -1013,56 +1230,126 @@ class LockStore:
             extra={"lease_id": lease_id, "lessee_id": lessee},
         )
 
+    @staticmethod
+    def _tenure(lessee_id: str, token: int) -> tuple[str, dict[str, Any]]:
+        """The condition (and its values) that the row is still in this tenure."""
+        values: dict[str, Any] = {":l": {"S": lessee_id}}
+        if token > 0:
+            values[":t"] = {"N": str(token)}
+            return "#l = :l AND #t = :t", values
+        # A row only ever leased by Go workers, which keep no token.
+        return "#l = :l AND attribute_not_exists(#t)", values
+
     async def _renew(
         self, lease: Lease, until: datetime | None, *, return_attributes: bool
     ) -> Lease:
         self._check_lease(lease)
         key = self._key(lease.lease_id)
         explicit_ns = None if until is None else datetime_to_ns(until)
-        values: dict[str, Any] = {":l": {"S": lease.lessee_id}}
-        if lease.fencing_token > 0:
-            condition = "#l = :l AND #t = :t"
-            values[":t"] = {"N": str(lease.fencing_token)}
-        else:  # a row only ever leased by Go workers, which keep no token
-            condition = "#l = :l AND attribute_not_exists(#t)"
+        tenure, values = self._tenure(lease.lessee_id, lease.fencing_token)
+        # Forward only: a late request of an earlier renewal must never move the expiry back.
+        condition = (
+            f"{tenure} AND (attribute_not_exists(#u) OR (attribute_type(#u, :n) AND #u < :u))"
+        )
+        values[":n"] = {"S": "N"}
         sent_at, until_ns = 0.0, 0
 
         def stamp() -> None:
             nonlocal sent_at, until_ns
-            sent_at, until_ns = self._send_times(lease.request, explicit_ns)
+            sent_at, until_ns = self._send_times(lease.lease_id, lease.request, explicit_ns)
             values[":u"] = {"N": str(until_ns)}
             values[":d"] = self._duration_value(lease.request, until_ns)
 
-        try:
-            response = await self._call(
-                lambda: self.client.update_item(
-                    TableName=self.table_name,
-                    Key=key,
-                    UpdateExpression="SET #u = :u, #d = :d",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={
-                        **self._names_for("#l", "#u", "#t"),
-                        **self._duration_names,
-                    },
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW" if return_attributes else "NONE",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ),
-                lease_id=lease.lease_id,
-                expect={"ConditionalCheckFailedException"},
-                on_first_send=stamp,
-            )
-        except _Expected as failed:
-            reason = self._describe(failed.item)
-            raise LeaseLostError(
-                f"lease on {lease.lease_id!r} (token {lease.fencing_token}) is lost: "
-                f"the item is {reason}",
-                lease_id=lease.lease_id,
-                reason=reason,
-            ) from None
+        restamped = False
+        row: Mapping[str, Any] | None = None
+        while True:
+            try:
+                response = await self._call(
+                    lambda: self.client.update_item(
+                        TableName=self.table_name,
+                        Key=key,
+                        UpdateExpression="SET #u = :u, #d = :d",
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames={
+                            **self._names_for("#l", "#u", "#t"),
+                            **self._duration_names,
+                        },
+                        ExpressionAttributeValues=values,
+                        ReturnValues="ALL_NEW" if return_attributes else "NONE",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    ),
+                    lease_id=lease.lease_id,
+                    expect={"ConditionalCheckFailedException"},
+                    on_first_send=None if restamped else stamp,
+                )
+            except _Expected as failed:
+                old = await self._refused_row(failed, lease.lease_id, full=return_attributes)
+                stored = self._stored_until(old) if self._holds(old, lease) else None
+                if old is not None and stored == until_ns:
+                    # Our own write, applied by an attempt whose answer was lost.
+                    row = old
+                    break
+                if old is not None and stored is not None and stored > until_ns and restamped:
+                    # Still our tenure, moved past our re-stamp by another write of this very
+                    # lease (a concurrent renewal): the row changed, so it is renewed, and
+                    # the local deadline (from our send) ends before the stored expiry.
+                    row, until_ns = old, stored
+                    break
+                if stored is not None and stored > until_ns and not restamped:
+                    # Still ours, but the stored expiry is later than ours: this holder's
+                    # clock stepped back, or an explicit until was sooner. Write just above
+                    # it; the local deadline still counts from the first send, and ends
+                    # before the stored expiry that others see.
+                    until_ns = stored + 1
+                    self._note_floor(lease.lease_id, until_ns)
+                    values[":u"] = {"N": str(until_ns)}
+                    values[":d"] = self._duration_value(lease.request, until_ns)
+                    restamped = True
+                    continue
+                self._floors.pop(lease.lease_id, None)
+                reason = self._describe(old)
+                raise LeaseLostError(
+                    f"lease on {lease.lease_id!r} (token {lease.fencing_token}) is lost: "
+                    f"the item is {reason}",
+                    lease_id=lease.lease_id,
+                    reason=reason,
+                ) from None
+            if return_attributes:
+                row = response.get("Attributes")
+            break
         if return_attributes:
-            return self._lease(lease.lease_id, lease.request, response["Attributes"], sent_at)
+            if not row:
+                # Answered 200 without the row asked for: read it.
+                row = await self._read_row(lease.lease_id, full=True)
+                if not self._holds(row, lease) or self._stored_until(row) != until_ns:
+                    raise LeaseUnavailableError(
+                        f"renewing {lease.lease_id!r} in table {self.table_name!r}: the endpoint "
+                        "answered without the item's attributes and the row does not show the "
+                        "write",
+                        lease_id=lease.lease_id,
+                    )
+            assert row is not None
+            return self._lease(lease.lease_id, lease.request, row, sent_at)
         return replace(lease, until=ns_to_datetime(until_ns), until_ns=until_ns, sent_at=sent_at)
+
+    def _holds(self, row: Mapping[str, Any] | None, lease: Lease) -> bool:
+        """Whether ``row`` is still in ``lease``'s tenure (lessee and token)."""
+        if row is None or self._str(row, self.lessee_attribute) != lease.lessee_id:
+            return False
+        if lease.fencing_token == 0:
+            return self.token_attribute not in row
+        return self._int(row, self.token_attribute, strict=False) == lease.fencing_token
+
+    def _stored_until(self, row: Mapping[str, Any] | None) -> int | None:
+        """The row's ``LeaseUntil`` if it is a whole number, else ``None``."""
+        value = None if row is None else row.get(self.until_attribute)
+        if not isinstance(value, Mapping) or "N" not in value:
+            return None
+        try:
+            number = Decimal(value["N"])
+        except ArithmeticError:
+            return None
+        return int(number) if number == number.to_integral_value() else None
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -1096,8 +1383,14 @@ class LockStore:
             except Exception as exc:
                 code = _client_error_code(exc)
                 if code is not None and code in expect:
-                    raw = getattr(exc, "response", {}).get("Item")
-                    raise _Expected(code, raw) from None
+                    response = getattr(exc, "response", {})
+                    # RetryAttempts > 0: botocore resent the request itself, so an earlier
+                    # copy may have landed (the refusal may be of our own write).
+                    meta = response.get("ResponseMetadata") or {}
+                    retried = (
+                        bool(meta.get("RetryAttempts")) if isinstance(meta, Mapping) else False
+                    )
+                    raise _Expected(code, response.get("Item"), retried=retried) from None
                 if not _is_transient(exc):
                     raise self._store_error(exc, lease_id) from exc
                 if attempt == self.max_attempts:
@@ -1144,11 +1437,6 @@ class LockStore:
         return LeaseStoreError(
             message, table=self.table_name, hash_key=self.hash_key, lease_id=lease_id
         )
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _key(self, lease_id: object) -> dict[str, Any]:
         if not isinstance(lease_id, str):
@@ -1222,20 +1510,137 @@ class LockStore:
         max_clock_skew = check_clock_skew(max_clock_skew)
         return self._clock() - int(max_clock_skew * 1e9)
 
-    def _send_times(self, request: LeaseRequest, until_ns: int | None) -> tuple[float, int]:
-        """``(sent_at, until_ns)`` for a write about to be sent.
+    def _send_times(
+        self, lease_id: str, request: LeaseRequest, until_ns: int | None
+    ) -> tuple[float, int]:
+        """``(sent_at, until_ns)`` for a write of ``lease_id`` about to be sent.
 
         ``sent_at`` (loop time) is read before the wall clock, so the holder's local deadline
         (``sent_at + duration``) never ends after the expiry others see. An explicit expiry
         sooner than now + duration moves ``sent_at`` back by the difference, for the same
-        reason. ``until_ns`` defaults to now + duration and is unique per store, so that a
-        lost-response retry can recognise its own write.
+        reason. ``until_ns`` defaults to now + duration; it is made unique per row (above the
+        last value this store wrote to that row), so that a lost-response retry can recognise
+        its own write. Other rows never stretch it.
         """
         sent_at = asyncio.get_running_loop().time()
-        natural = self._clock() + int(request.duration * 1e9)
-        value = max(natural if until_ns is None else until_ns, self._last_until_ns + 1)
-        self._last_until_ns = value
+        now = self._clock()
+        natural = now + int(request.duration * 1e9)
+        value = natural if until_ns is None else until_ns
+        floor = self._floors.get(lease_id)
+        if floor is not None and value <= floor:
+            value = floor + 1
+        self._note_floor(lease_id, value, now)
         return sent_at - max(0, natural - value) / 1e9, value
+
+    def _note_floor(self, lease_id: str, until_ns: int, now: int | None = None) -> None:
+        """Remember the last ``LeaseUntil`` written to ``lease_id``; forget expired ones."""
+        self._floors[lease_id] = until_ns
+        self._floors.move_to_end(lease_id)
+        now = self._clock() if now is None else now
+        # A floor in the past cannot lift a new now + duration: drop the oldest such few.
+        for _ in range(4):
+            oldest, value = next(iter(self._floors.items()))
+            if value >= now or oldest == lease_id:
+                break
+            self._floors.popitem(last=False)
+        while len(self._floors) > _MAX_FLOORS:
+            self._floors.popitem(last=False)
+
+    async def _read_row(self, lease_id: str, *, full: bool = False) -> dict[str, Any] | None:
+        """The raw row, read consistently (just the bookkeeping unless ``full``)."""
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": self._key(lease_id),
+            "ConsistentRead": True,
+        }
+        if not full:
+            params["ProjectionExpression"] = "#k, #l, #u, #t, #d"
+            params["ExpressionAttributeNames"] = {**self._names, **self._duration_names}
+        response = await self._call(lambda: self.client.get_item(**params), lease_id=lease_id)
+        row = response.get("Item")
+        return dict(row) if row else None
+
+    async def _refused_row(
+        self, failed: _Expected, lease_id: str, *, full: bool = False
+    ) -> dict[str, Any] | None:
+        """The row that refused a conditional write: as returned, or read if none came back.
+
+        Some DynamoDB-compatible servers ignore ReturnValuesOnConditionCheckFailure, so a
+        refusal without an item may still come from an existing row.
+        """
+        if failed.item is not None:
+            return failed.item
+        return await self._read_row(lease_id, full=full)
+
+    def _leasable(self, row: Mapping[str, Any]) -> bool:
+        """False for a row with a malformed ``LeaseToken`` (not a whole number)."""
+        value = row.get(self.token_attribute)
+        if value is None:
+            return True
+        try:
+            number = Decimal(value["N"])
+        except (KeyError, TypeError, ArithmeticError):
+            return False
+        return number.is_finite() and number == number.to_integral_value()
+
+    def _skip_malformed(self, lease_id: str, row: Mapping[str, Any]) -> bool:
+        """True (and logged once) for a row an acquisition could never take."""
+        if self._leasable(row):
+            return False
+        self._note_malformed(lease_id, row)
+        return True
+
+    def _note_malformed(self, lease_id: str, row: Mapping[str, Any]) -> None:
+        """Remember (and log once per item) a row with a malformed token."""
+        self._malformed.add(lease_id)
+        if lease_id in self._warned_malformed:
+            return
+        if len(self._warned_malformed) >= _MAX_FLOORS:
+            self._warned_malformed.clear()
+        self._warned_malformed.add(lease_id)
+        get_logger().warning(
+            "table %r: item %r has a malformed %s (%r, not a whole number); it is never "
+            "leased until it is fixed",
+            self.table_name,
+            lease_id,
+            self.token_attribute,
+            row.get(self.token_attribute),
+            extra={"lease_id": lease_id},
+        )
+
+    def _malformed_error(self, lease_id: str, row: Mapping[str, Any]) -> LeaseStoreError:
+        return _MalformedRowError(
+            f"item {lease_id!r} in table {self.table_name!r} has a malformed "
+            f"{self.token_attribute} ({row.get(self.token_attribute)!r}, not a whole number); "
+            "fix or delete the row",
+            table=self.table_name,
+            hash_key=self.hash_key,
+            lease_id=lease_id,
+        )
+
+    async def _check_rows(self, page: Mapping[str, Any]) -> None:
+        """Rows without the configured hash key: the table is keyed otherwise. Say so."""
+        if self._key_checked:
+            return
+        items = page.get("Items") or []
+        if any(self._str(raw, self.hash_key) is None for raw in items):
+            await self.describe_table()  # raises, naming the table's real key
+        if items:
+            self._key_checked = True
+
+    def _first_error(self, group: BaseExceptionGroup[Any]) -> BaseException:
+        """The first LeaseError in ``group`` (nested too), else a store error describing it."""
+        for exc in group.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                exc = self._first_error(exc)
+            if isinstance(exc, LeaseError | KeyboardInterrupt | SystemExit):
+                return exc
+        first = group.exceptions[0]
+        return self._store_error(first, None)
+
+    def _plain(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A raw row as Python values, so that equal numbers compare equal (1.0 == 1)."""
+        return {k: self._deserializer.deserialize(v) for k, v in row.items()}
 
     def _lease(
         self, lease_id: str, request: LeaseRequest, row: Mapping[str, Any], sent_at: float
@@ -1276,6 +1681,7 @@ class LockStore:
 
     def _int(self, row: Mapping[str, Any], name: str, *, strict: bool = True) -> int:
         """A numeric bookkeeping attribute; missing is 0, malformed is an error (or 0, lenient)."""
+        lease_id = self._str(row, self.hash_key)
         value = row.get(name)
         if value is None:
             return 0
@@ -1287,16 +1693,20 @@ class LockStore:
         except (KeyError, TypeError, ArithmeticError, ValueError):
             if not strict:
                 return 0
+            item = "" if lease_id is None else f" item {lease_id!r}:"
             raise LeaseStoreError(
-                f"table {self.table_name!r}: attribute {name!r} is {value!r}, not an integer",
+                f"table {self.table_name!r}:{item} attribute {name!r} is {value!r}, not an integer",
                 table=self.table_name,
                 hash_key=self.hash_key,
+                lease_id=lease_id,
             ) from None
 
     def _describe(self, row: Mapping[str, Any] | None) -> str:
         """Why a row refused a write, for error messages."""
         if row is None:
             return "gone (no such item)"
+        if not self._leasable(row):
+            return f"malformed (its {self.token_attribute} is {row.get(self.token_attribute)!r})"
         holder = self._str(row, self.lessee_attribute)
         until = self._int(row, self.until_attribute, strict=False)
         token = self._int(row, self.token_attribute, strict=False)
@@ -1323,12 +1733,47 @@ class LockStore:
 
 
 class _Expected(Exception):
-    """An anticipated error code (usually a failed condition), with the row DynamoDB returned."""
+    """An anticipated error code (usually a failed condition), with the row DynamoDB returned.
 
-    def __init__(self, code: str, item: dict[str, Any] | None) -> None:
+    ``retried``: botocore resent the request by itself, so the refusal may be of our own
+    write. ``item`` is None when there is no row, or when the server ignores
+    ``ReturnValuesOnConditionCheckFailure`` (see LockStore._refused_row).
+    """
+
+    def __init__(self, code: str, item: dict[str, Any] | None, *, retried: bool = False) -> None:
         super().__init__(code)
         self.code = code
         self.item = item
+        self.retried = retried
+
+
+class _MalformedRowError(LeaseStoreError, LeaseNotObtainedError):
+    """A row no acquisition can take (a malformed ``LeaseToken``), named in the message.
+
+    A store error, and also "not obtained" with ``item_exists`` False: a pool acquisition
+    skips it, a named wait gives up at once (waiting will not fix the row).
+    """
+
+    def __init__(self, message: str, *, table: str, hash_key: str, lease_id: str) -> None:
+        super().__init__(message, table=table, hash_key=hash_key, lease_id=lease_id)
+        self.holder = None
+        self.item_exists = False
+
+
+def _client_attempts(client: Any) -> int:
+    """How many attempts the client makes per call by itself (botocore's retry config)."""
+    config = getattr(getattr(client, "meta", None), "config", None)
+    retries = getattr(config, "retries", None)
+    if config is None or not isinstance(retries, Mapping):
+        return 1  # not a botocore client (a test double): nothing to say
+    total = retries.get("total_max_attempts")
+    if isinstance(total, int):
+        return total
+    legacy = retries.get("max_attempts")  # the legacy key counts retries, not attempts
+    if isinstance(legacy, int):
+        return legacy + 1
+    # botocore's defaults: 10 attempts for DynamoDB in legacy mode, 3 in standard mode.
+    return 3 if retries.get("mode") in ("standard", "adaptive") else 10
 
 
 def _is_missing_index(exc: BaseException | None) -> bool:

@@ -13,6 +13,10 @@ __all__ = ["Lease", "LeaseItem", "LeaseRequest"]
 MAX_LESSEE_ID_LENGTH = 1024
 # Longer leases are almost certainly a unit mistake (milliseconds passed as seconds).
 MAX_DURATION = timedelta(days=7).total_seconds()
+# Shorter leases are a unit mistake too (seconds passed as milliseconds): 10 ms is about one
+# DynamoDB round trip plus an event-loop tick, so such a lease expires before its own write
+# is answered and could never be renewed in time.
+MIN_DURATION = 0.01
 
 
 def _as_seconds(name: str, value: object) -> float:
@@ -51,7 +55,7 @@ class LeaseRequest:
     lessee_id: str
     """The lessee's ID, stored as the row's holder: non-empty, unique per worker."""
     duration: float
-    """How long each acquisition or renewal lasts, in seconds (at most 7 days)."""
+    """How long each acquisition or renewal lasts, in seconds (10 ms to 7 days)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.lessee_id, str):
@@ -64,6 +68,11 @@ class LeaseRequest:
                 f"the limit is {MAX_LESSEE_ID_LENGTH}"
             )
         seconds = _as_seconds("duration", self.duration)
+        if seconds < MIN_DURATION:
+            raise ValueError(
+                f"duration must be at least {MIN_DURATION} seconds, not {seconds!r} "
+                "(a lease that short expires before its own write is answered)"
+            )
         if seconds > MAX_DURATION:
             raise ValueError(
                 f"duration must be at most {MAX_DURATION:.0f} seconds (7 days), not {seconds!r}"

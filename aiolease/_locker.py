@@ -136,7 +136,7 @@ class Locker:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Wait for the locker's background work, at most ``_CLOSE_TIMEOUT`` seconds.
+        """Wait for the locker's background work, at most 7 seconds (``_CLOSE_TIMEOUT``).
 
         That work is releases that a second cancellation detached from their scope and
         heartbeats that would not stop; what is still running after the wait is cancelled.

@@ -218,6 +218,31 @@ async def test_outer_cancellation_during_a_loss_propagates_as_cancelled_error(
     assert counts == [1], "only the outer cancellation request may be left"
 
 
+async def test_a_body_that_swallows_an_outer_cancellation_after_a_loss_is_still_cancelled(
+    client: Any, store: LockStore
+) -> None:
+    await store.add_item("a")
+    absorbed = asyncio.Event()
+    outer_sent = False
+
+    async def holder() -> None:
+        async with Locker(store).lease(request(), heartbeat_period=SHORT / 3):
+            await steal(client, store, "a")
+            while not outer_sent:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(30)
+                absorbed.set()
+            # returns as if it had finished: neither the loss nor the outer request may
+            # end as a success
+
+    task = asyncio.create_task(holder())
+    await asyncio.wait_for(absorbed.wait(), 5)
+    outer_sent = True
+    task.cancel()
+    await asyncio.wait([task])
+    assert task.cancelled(), "a lost scope whose task was cancelled from outside returned"
+
+
 async def test_keyboard_interrupt_after_a_loss_propagates_unchanged(
     client: Any, store: LockStore
 ) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
@@ -45,6 +44,19 @@ _RETRY_BASE = 0.1
 _ENOUGH_CANDIDATES = 64
 # Releasing on exit never holds the caller up longer than this (the lease expires anyway).
 _MAX_RELEASE_TIME = 5.0
+# A cancelled heartbeat unwinds in milliseconds; one stuck in a call that ignores
+# cancellation must not hold up the release.
+_HEARTBEAT_STOP_TIME = 1.0
+# aclose() waits this long for background work: longer than one release's own bounds
+# (stopping the heartbeat, then the release call), so a release that can finish does.
+_CLOSE_TIMEOUT = _HEARTBEAT_STOP_TIME + _MAX_RELEASE_TIME + 1.0
+# What is still running then is cancelled and given this long to unwind.
+_UNWIND_TIME = 0.5
+# A body that caught the loss's cancellation and went on is cancelled again this often:
+# min(this, the safety margin), so that it stops by the expiry the margin protects, and not
+# more often than _MIN_RECANCEL, so that a margin near zero cannot flood the log.
+_MAX_RECANCEL = 1.0
+_MIN_RECANCEL = 0.05
 # Observe mode wakes this long after a watched row ripens: loop timers may fire a hair early.
 _RIPE_SLACK = 0.005
 
@@ -102,13 +114,49 @@ class Locker:
         self.safety_margin = safety_margin
         # What observe mode has seen of rows held by others, kept across calls.
         self._observations = Observations() if takeover == "observe" else None
-        self._background: set[asyncio.Task[None]] = set()
+        # Work that outlived its call (a release detached by a cancellation, a heartbeat that
+        # would not stop): owned here and by the store, awaited by aclose().
+        self._background: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         return (
             f"Locker({self.store!r}, max_clock_skew={self.max_clock_skew}, "
             f"takeover={self.takeover!r})"
         )
+
+    async def __aenter__(self) -> Locker:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait for the locker's background work, at most 7 seconds (``_CLOSE_TIMEOUT``).
+
+        That work is releases that a second cancellation detached from their scope and
+        heartbeats that would not stop; what is still running after the wait is cancelled.
+        Call it (or leave ``async with Locker(...)``) before closing the store's client;
+        ``LockStore.connect()`` waits for it on exit too. The locker stays usable.
+        """
+        pending = set(self._background)
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT)
+        if pending:
+            get_logger().warning(
+                "%d background release(s) or heartbeat(s) still running after %.1f s; "
+                "cancelling them (their leases expire by themselves)",
+                len(pending),
+                _CLOSE_TIMEOUT,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=_UNWIND_TIME)
 
     # -- obtaining ----------------------------------------------------------------------
 
@@ -216,7 +264,7 @@ class Locker:
         """
         if not isinstance(lease, Lease):
             raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
-        period = self._check_period(lease.request, period)
+        period = self._check_period(lease.request, period, stacklevel=3)
         await self._keep_alive(_Hold(lease, self._deadline(lease)), period, None)
 
     async def _keep_alive(
@@ -295,6 +343,7 @@ class Locker:
             wait_period=wait_period,
             timeout=timeout,
             heartbeat_period=heartbeat_period,
+            _stacklevel=4,
         )
 
     async def run(
@@ -309,42 +358,78 @@ class Locker:
     ) -> _T:
         """Run ``await work(lease)`` under a lease and return its result.
 
-        If the lease is lost, ``work`` is cancelled and :class:`LeaseLostError` raised.
+        If the lease is lost, ``work`` is cancelled and :class:`LeaseLostError` raised; the
+        result of a ``work`` that ran past the lease's deadline is never returned.
         """
         if not callable(work):
             raise TypeError(f"work must be a coroutine function, not {type(work).__name__}")
-        async with self.lease(
+        scope = LeaseScope(
+            self,
             request,
             lease_id,
             wait_period=wait_period,
             timeout=timeout,
             heartbeat_period=heartbeat_period,
-        ) as lease:
+            _stacklevel=4,
+        )
+        async with scope as lease:
             return await work(lease)
 
-    async def _finish(self, hold: _Hold, heartbeat: asyncio.Task[None]) -> None:
-        """Stop the heartbeat, then release: never raises, never takes long."""
+    async def _finish(self, hold: _Hold, heartbeat: asyncio.Task[None]) -> bool | None:
+        """Stop the heartbeat (bounded), then release; see :meth:`_release`."""
         heartbeat.cancel()
-        await asyncio.wait([heartbeat])
-        lease = hold.lease
-        try:
-            async with asyncio.timeout(min(_MAX_RELEASE_TIME, lease.request.duration)):
-                released = await self.store.release(lease)
-        except (LeaseError, TimeoutError) as exc:
+        done, _ = await asyncio.wait([heartbeat], timeout=_HEARTBEAT_STOP_TIME)
+        if not done:
             get_logger().warning(
-                "could not release %s (%s); it expires at %s",
-                _describe(lease),
-                exc or "timed out",
-                lease.until.isoformat(),
-                extra=lease_fields(lease),
+                "the heartbeat of %s did not stop within %.1f s; releasing anyway",
+                _describe(hold.lease),
+                _HEARTBEAT_STOP_TIME,
+                extra=lease_fields(hold.lease),
             )
-            return
-        if released:
-            get_logger().info("released %s", _describe(lease), extra=lease_fields(lease))
+            self._own(heartbeat)
+        return await self._release(hold.lease)
+
+    async def _release(self, lease: Lease) -> bool | None:
+        """Release, bounded: True if freed, False if no longer ours, None if unknown.
+
+        Never raises (but for its own cancellation): a failed release only leaves the row
+        held until it expires.
+        """
+        limit = min(_MAX_RELEASE_TIME, lease.request.duration)
+        try:
+            async with asyncio.timeout(limit):
+                released = await self.store.release(lease)
+        except TimeoutError:
+            why = f"timed out after {limit:g} s"
+        except LeaseError as exc:
+            why = str(exc)
         else:
-            get_logger().info(
-                "%s was no longer held at release", _describe(lease), extra=lease_fields(lease)
-            )
+            if released:
+                get_logger().info("released %s", _describe(lease), extra=lease_fields(lease))
+            else:
+                get_logger().info(
+                    "%s was no longer held at release", _describe(lease), extra=lease_fields(lease)
+                )
+            return released
+        get_logger().warning(
+            "could not release %s (%s); it expires at %s",
+            _describe(lease),
+            why,
+            lease.until.isoformat(),
+            extra=lease_fields(lease),
+        )
+        return None
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run ``coro`` in a task owned by this locker (and its store), for shielded cleanup."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._own(task)
+        return task
+
+    def _own(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        self.store._adopt(task)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -358,12 +443,14 @@ class Locker:
         duration = lease.request.duration
         if lease.sent_at > 0:
             return lease.sent_at + duration - self._margin(duration)
-        # A Lease built by hand: trust the stored expiry, read against the local wall clock.
-        left = (lease.until_ns - time.time_ns()) / 1e9
+        # A Lease built by hand: trust the stored expiry, read on the store's (injectable)
+        # wall clock, the one its expiries are written and judged by.
+        left = (lease.until_ns - self.store._clock()) / 1e9
         return asyncio.get_running_loop().time() + left - self._margin(duration)
 
     @staticmethod
-    def _check_period(request: LeaseRequest, period: float | None) -> float:
+    def _check_period(request: LeaseRequest, period: float | None, *, stacklevel: int) -> float:
+        """Validate a heartbeat period; ``stacklevel`` makes the warning name the user's call."""
         duration = request.duration
         if period is None:
             return duration / _RENEWALS_PER_LEASE
@@ -378,7 +465,7 @@ class Locker:
                 f"heartbeat_period {period} s leaves fewer than {_RENEWALS_PER_LEASE} renewal "
                 f"attempts per {duration} s lease: one slow call may lose it",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return period
 
@@ -405,8 +492,9 @@ class Locker:
 
 class _State(enum.Enum):
     CREATED = "created"
-    ENTERED = "entered"
-    LOST = "lost"
+    ENTERING = "entering"  # obtaining the lease
+    ENTERED = "entered"  # the body runs under a live lease
+    LOST = "lost"  # the body was cancelled (and is cancelled again while it goes on)
     EXITED = "exited"
 
 
@@ -414,12 +502,24 @@ class LeaseScope:
     """``async with locker.lease(request) as lease:`` — hold a lease for the body's duration.
 
     On entry, obtains the lease (any item, or ``lease_id``), waiting up to ``timeout``
-    seconds (then :class:`LeaseNotObtainedError`), and starts a heartbeat task. If the lease
-    is lost — taken over, or not renewed before its local deadline — the body is cancelled
-    and :class:`LeaseLostError` raised from the ``async with``, as ``asyncio.timeout()``
-    raises ``TimeoutError``; a cancellation from outside still propagates as
-    ``CancelledError``. On exit the heartbeat stops and the lease is released, shielded from
-    the cancellation that may be unwinding and without masking the body's exception.
+    seconds (then :class:`LeaseNotObtainedError`), and starts a heartbeat task. A lease whose
+    acquisition was answered only after its local deadline is released at once and
+    :class:`LeaseLostError` raised from the entry: the body is not entered.
+
+    If the lease is lost (taken over, or not renewed before its local deadline) the body is
+    cancelled, and cancelled again every second or so (at most the safety margin) for as long
+    as it catches the cancellation and goes on. Leaving the scope after a loss raises
+    :class:`LeaseLostError`, whatever the body raised (its own cancellation, another
+    exception, a TaskGroup's ``ExceptionGroup``; chained as the cause), as
+    ``asyncio.timeout()`` raises ``TimeoutError``. A body that blocked past the deadline
+    without awaiting, and a release on exit that finds the item no longer ours, are losses
+    too. A cancellation from outside, ``KeyboardInterrupt`` and ``SystemExit`` propagate
+    unchanged; the task's ``cancelling()`` count after the scope is what it was on entry,
+    plus any cancellation from outside.
+
+    On exit the heartbeat stops and the lease is released, shielded: an outer cancellation
+    propagates at once while the release goes on in a task that the locker owns
+    (:meth:`Locker.aclose` waits for it).
     """
 
     def __init__(
@@ -431,6 +531,7 @@ class LeaseScope:
         wait_period: float,
         timeout: float | None,
         heartbeat_period: float | None,
+        _stacklevel: int = 3,
     ) -> None:
         _check_request(request)
         if lease_id is not None and not isinstance(lease_id, str):
@@ -440,14 +541,17 @@ class LeaseScope:
         self._lease_id = lease_id
         self._wait_period = _as_seconds("wait_period", wait_period)
         self._timeout = None if timeout is None else _as_seconds("timeout", timeout)
-        self._period = locker._check_period(request, heartbeat_period)
+        self._period = locker._check_period(request, heartbeat_period, stacklevel=_stacklevel)
         self._state = _State.CREATED
         self._task: asyncio.Task[Any] | None = None
-        self._cancelling = 0
+        self._cancelling = 0  # the task's cancelling() on entry
+        self._cancels = 0  # cancel() requests this scope made, each taken back on exit
         self._hold: _Hold | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # The deadline backstop while the lease lives; the repeated cancellation once lost.
         self._timer: asyncio.TimerHandle | None = None
-        self._lost: BaseException | None = None
+        self._lost: LeaseLostError | None = None
+        self._lost_at = 0.0
 
     def __repr__(self) -> str:
         held = f" {_describe(self._hold.lease)}" if self._hold else ""
@@ -455,7 +559,7 @@ class LeaseScope:
 
     @property
     def lost(self) -> bool:
-        """Whether the lease was lost while the body ran."""
+        """Whether the lease was lost: while the body ran, at its exit, or before entry."""
         return self._lost is not None
 
     def time_left(self) -> float:
@@ -474,13 +578,28 @@ class LeaseScope:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("locker.lease() must be used inside a task")
+        self._state = _State.ENTERING
         self._task = task
         self._cancelling = task.cancelling()
-        lease = await self._locker._obtain(
-            self._request, self._lease_id, self._wait_period, self._timeout
-        )
+        try:
+            lease = await self._locker._obtain(
+                self._request, self._lease_id, self._wait_period, self._timeout
+            )
+        except BaseException:
+            self._state = _State.EXITED
+            raise
         loop = asyncio.get_running_loop()
         self._hold = _Hold(lease, self._locker._deadline(lease))
+        late = loop.time() - self._hold.deadline
+        if late >= 0:
+            # Answered too late (a slow server, a stalled loop): by our own rule the work must
+            # already have stopped, so it never starts. Free the row for the next worker.
+            self._state = _State.EXITED
+            self._lost = self._locker._lost(
+                lease, f"the acquisition was answered {late:.2f} s after its local deadline"
+            )
+            await asyncio.shield(self._locker._spawn(self._locker._release(lease)))
+            raise self._lost
         self._timer = loop.call_at(self._hold.deadline, self._on_deadline)
         self._heartbeat = loop.create_task(
             self._locker._keep_alive(self._hold, self._period, self._on_renewed),
@@ -496,26 +615,78 @@ class LeaseScope:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        if self._state is _State.CREATED or self._state is _State.EXITED:
+        if self._state is not _State.ENTERED and self._state is not _State.LOST:
             raise RuntimeError(f"lease scope exited while {self._state.value}")
         assert self._task is not None and self._hold is not None and self._heartbeat is not None
-        lost = self._lost
-        self._state = _State.EXITED
         if self._timer is not None:
             self._timer.cancel()
-        finish = asyncio.get_running_loop().create_task(
-            self._locker._finish(self._hold, self._heartbeat)
-        )
-        self._locker._background.add(finish)
-        finish.add_done_callback(self._locker._background.discard)
-        try:
-            # Shielded: an outer cancellation propagates at once, the release goes on.
-            await asyncio.shield(finish)
-        finally:
-            ours_only = lost is not None and self._task.uncancel() <= self._cancelling
-        if ours_only and (exc_type is None or issubclass(exc_type, asyncio.CancelledError)):
-            # The cancellation was ours (or the body swallowed it): report the loss instead.
-            raise LeaseLostError(str(lost), lease_id=self._hold.lease.lease_id) from lost
+            self._timer = None
+        if self._lost is None:
+            self._lost = self._loss_at_exit()
+        self._state = _State.EXITED
+        # First, so that on 3.13 a cancellation of ours that a TaskGroup in the body re-armed
+        # is cleared with the count (uncancel() to zero clears it there).
+        outer = self._uncancel()
+        finish = self._locker._spawn(self._locker._finish(self._hold, self._heartbeat))
+        released = await self._wait_for(finish)
+        if released is False and self._lost is None:
+            # Nobody but another holder (or an operator) takes our row while we hold it: the
+            # lease was lost while the body ran, even if no heartbeat came to see it.
+            self._lost = self._locker._lost(
+                self._hold.lease, "it was taken or freed by another before the release"
+            )
+        lost = self._lost
+        if lost is None or isinstance(exc_val, _PROPAGATE) or _contains(exc_val, _PROPAGATE):
+            return
+        if outer:
+            if exc_val is None:
+                # The body swallowed a cancellation from outside as well as ours: it may not
+                # report success, and the outer request still stands.
+                raise asyncio.CancelledError
+            return
+        error = LeaseLostError(str(lost), lease_id=self._hold.lease.lease_id, reason=lost.reason)
+        if exc_val is None or isinstance(exc_val, asyncio.CancelledError):
+            raise error from lost
+        raise error from exc_val
+
+    def _uncancel(self) -> bool:
+        """Take back every cancellation this scope requested; True if one from outside stays."""
+        assert self._task is not None
+        for _ in range(self._cancels):
+            if self._task.cancelling() <= self._cancelling:
+                break  # the body took ours back itself: never take back someone else's
+            self._task.uncancel()
+        self._cancels = 0
+        return self._task.cancelling() > self._cancelling
+
+    async def _wait_for(self, finish: asyncio.Task[bool | None]) -> bool | None:
+        """Wait for the release, shielded; a cancellation from outside propagates at once."""
+        assert self._task is not None
+        while True:
+            try:
+                return await asyncio.shield(finish)
+            except asyncio.CancelledError:
+                if self._task.cancelling() > self._cancelling:
+                    raise  # from outside: the release goes on, owned by the locker
+                # Requested by nobody outside: the remains of our own cancellation, which a
+                # TaskGroup in the body re-armed (3.13) and uncancel() could not clear because
+                # the task was already being cancelled on entry. Keep waiting.
+
+    def _loss_at_exit(self) -> LeaseLostError | None:
+        """A loss the callbacks had no chance to report: the heartbeat has just ended, or the
+        body blocked past the deadline (then no callback could run before it returned)."""
+        assert self._hold is not None and self._heartbeat is not None
+        heartbeat = self._heartbeat
+        if heartbeat.done() and not heartbeat.cancelled():
+            return self._heartbeat_loss(heartbeat.exception())
+        over = asyncio.get_running_loop().time() - self._hold.deadline
+        if over >= 0:
+            return self._locker._lost(
+                self._hold.lease,
+                f"the body ran {over:.2f} s past the local deadline without awaiting, "
+                "so nothing could stop it",
+            )
+        return None
 
     # Callbacks, run by the event loop: they only record the loss and cancel the body.
 
@@ -536,31 +707,68 @@ class LeaseScope:
     def _on_heartbeat_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
-        exc = task.exception()
-        if exc is None or isinstance(exc, LeaseLostError):
-            self._lose(exc or RuntimeError("heartbeat ended"))
-            return
-        # Never a silent death: an unexpected heartbeat failure ends the work too.
+        exc = task.exception()  # retrieved whatever the state: never "never retrieved"
+        if self._state is _State.ENTERED:
+            self._lose(self._heartbeat_loss(exc))
+
+    def _heartbeat_loss(self, exc: BaseException | None) -> LeaseLostError:
         assert self._hold is not None
+        if isinstance(exc, LeaseLostError):
+            return exc
+        # Never a silent death: an unexpected heartbeat failure ends the work too.
         get_logger().error(
-            "heartbeat of %s failed: %r", _describe(self._hold.lease), exc, exc_info=exc
+            "heartbeat of %s failed: %r",
+            _describe(self._hold.lease),
+            exc,
+            exc_info=exc,
+            extra=lease_fields(self._hold.lease),
         )
         lost = LeaseLostError(
             f"lease on {_describe(self._hold.lease)} lost: its heartbeat failed ({exc!r})",
             lease_id=self._hold.lease.lease_id,
         )
         lost.__cause__ = exc
-        self._lose(lost)
+        return lost
 
-    def _lose(self, exc: BaseException) -> None:
+    def _lose(self, exc: LeaseLostError) -> None:
         if self._state is not _State.ENTERED:
             return
         self._state = _State.LOST
         self._lost = exc
+        self._lost_at = asyncio.get_running_loop().time()
+        self._cancel_body()
+
+    def _cancel_body(self) -> None:
+        assert self._task is not None and self._hold is not None
         if self._timer is not None:
             self._timer.cancel()
-        assert self._task is not None
-        self._task.cancel(msg="aiolease: lease lost")
+        if self._task.cancel(msg="aiolease: lease lost"):
+            self._cancels += 1
+        margin = self._locker._margin(self._hold.lease.request.duration)
+        self._timer = asyncio.get_running_loop().call_later(
+            max(_MIN_RECANCEL, min(_MAX_RECANCEL, margin)), self._on_still_running
+        )
+
+    def _on_still_running(self) -> None:
+        if self._state is not _State.LOST or self._hold is None:
+            return
+        lease = self._hold.lease
+        get_logger().error(
+            "the body under %s still runs %.1f s after the lease was lost: it caught the "
+            "cancellation; cancelling it again",
+            _describe(lease),
+            asyncio.get_running_loop().time() - self._lost_at,
+            extra=lease_fields(lease),
+        )
+        self._cancel_body()
+
+
+# Exceptions that leave a scope unchanged even after a loss: the process is stopping.
+_PROPAGATE = (KeyboardInterrupt, SystemExit)
+
+
+def _contains(exc: BaseException | None, types: tuple[type[BaseException], ...]) -> bool:
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(types) is not None
 
 
 def _check_request(request: object) -> None:

@@ -99,6 +99,11 @@ MAX_BUCKETS = 1024
 # After the index was found missing (not created yet, or still backfilling), scan instead
 # for this long before asking the index again.
 _INDEX_RECHECK = 60.0
+# aclose() waits this long for cleanups that outlived their call: longer than each one's own
+# bound (an undo's 5 s; a locker's release: 1 s to stop its heartbeat, then at most 5 s).
+_CLOSE_TIMEOUT = 7.0
+# What is still running then is cancelled and given this long to unwind.
+_UNWIND_TIME = 0.5
 
 
 def _client_error_code(exc: BaseException) -> str | None:
@@ -278,7 +283,7 @@ class LockStore:
         self._key_checked = False
         # Loop time until which find_available scans because the index was found missing.
         self._scan_until = 0.0
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         attempts = _client_attempts(client)
         if attempts > 1:
             # A retry inside botocore is invisible here: a write whose first answer was lost
@@ -359,9 +364,32 @@ class LockStore:
             await client_cm.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Wait (bounded) for background cleanups of cancelled acquisitions to finish."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=_CLEANUP_TIMEOUT)
+        """Wait (bounded) for cleanups that outlived their call, then cancel what is left.
+
+        Those are undos of cancelled acquisitions and the lockers' releases that a
+        cancellation detached from their scope. :meth:`connect` calls it before closing its
+        client, so that no cleanup runs on a closed client. The store stays usable.
+        """
+        pending = set(self._background)
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT)
+        if pending:
+            get_logger().warning(
+                "%d cleanup(s) on table %r still running after %.1f s; cancelling them "
+                "(their rows stay held until they expire)",
+                len(pending),
+                self.table_name,
+                _CLOSE_TIMEOUT,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=_UNWIND_TIME)
+
+    def _adopt(self, task: asyncio.Task[Any]) -> None:
+        """Own a locker's cleanup task: :meth:`aclose` (and so ``connect()``) waits for it."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- the indexed layout ---------------------------------------------------------------
 

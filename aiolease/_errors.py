@@ -79,3 +79,17 @@ class LeaseUnavailableError(LeaseError):
     Raised only once the library's own retries are exhausted. The outcome of the write
     it was attempting is unknown; the original error is the ``__cause__``.
     """
+
+
+class MalformedRowError(LeaseStoreError, LeaseNotObtainedError):
+    """A row no acquisition can take (a malformed ``LeaseToken``), named in the message.
+
+    A store error, and also "not obtained" with ``item_exists`` False: a pool acquisition
+    skips it, a named wait gives up at once (waiting will not fix the row). Not exported:
+    catch either base class.
+    """
+
+    def __init__(self, message: str, *, table: str, hash_key: str, lease_id: str) -> None:
+        super().__init__(message, table=table, hash_key=hash_key, lease_id=lease_id)
+        self.holder = None
+        self.item_exists = False

@@ -14,32 +14,26 @@ last write, which precedes the read that showed the state, which returned before
 started counting (PITFALLS #4). If the conditional write lands, the state was still there,
 so that deadline has passed. Rows without a valid stored duration (written by the Go
 package) fall back to the clock rule.
+
+This module keeps the sightings (pure bookkeeping, driven by the times it is given); the
+takeover rule that reads the table and writes is ``_takeover.ObserveTakeover``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import random
 from collections import OrderedDict
-from contextlib import aclosing
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from ._errors import LeaseNotObtainedError
-from ._types import Lease, LeaseItem, LeaseRequest
+from ._types import LeaseItem
 
-if TYPE_CHECKING:
-    from ._store import LockStore
-
-__all__ = ["Observations", "Verdict", "obtain_any", "obtain_named"]
+__all__ = ["Observations", "Verdict"]
 
 # Observations kept per locker; beyond this the least recently seen are dropped. Dropping
 # one only costs time (the row is watched afresh), never safety.
 MAX_OBSERVATIONS = 100_000
 # An observation not refreshed for this long is dropped: nobody is watching that row.
 FORGET_AFTER = 600.0
-# A pool scan stops reading pages once it has this many rows it may take.
-ENOUGH_CANDIDATES = 64
 
 
 class Verdict(enum.Enum):
@@ -70,7 +64,8 @@ class _Sighting:
 class Observations:
     """Per row: the state (lessee, token, ``LeaseUntil``) last seen and since when.
 
-    Times are event-loop times (``loop.time()``) taken after the read returned. Kept across
+    Times are monotonic (the clock's ``monotonic()``, event-loop time) taken after the read
+    returned. Kept across
     calls, so a waiter that keeps trying takes a dead lease one duration after it first saw
     it, however many ``obtain_lease`` calls that spans. Bounded in size and age.
     """
@@ -143,104 +138,3 @@ class Observations:
             self._seen.popitem(last=False)
             dropped += 1
         return dropped
-
-
-async def obtain_any(
-    store: LockStore,
-    observations: Observations,
-    request: LeaseRequest,
-    max_clock_skew: float,
-) -> Lease:
-    """Take a free row, or one seen unchanged for its holder's duration; else NotObtained.
-
-    Reads the table with ``ConsistentRead`` (a stale read would date a state too early).
-    """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    chosen: dict[Verdict, list[LeaseItem]] = {Verdict.FREE: [], Verdict.RIPE: [], Verdict.CLOCK: []}
-    found = 0
-    complete = True
-    scan = store.scan(consistent_read=True, projection_only=True, leasable_only=True)
-    async with aclosing(scan) as items:
-        async for item in items:
-            verdict = observations.judge(item, loop.time())
-            if verdict is Verdict.CLOCK and not store.expired(item, max_clock_skew):
-                continue
-            if verdict is not Verdict.WAIT:
-                chosen[verdict].append(item)
-                found += 1
-                if found >= ENOUGH_CANDIDATES:
-                    complete = False
-                    break
-    # Rows a complete pass did not see are gone from the table.
-    observations.prune(started if complete else loop.time() - observations.forget_after)
-    for verdict in (Verdict.FREE, Verdict.RIPE, Verdict.CLOCK):
-        # Random order: workers starting together spread over the pool.
-        random.shuffle(chosen[verdict])
-        for item in chosen[verdict]:
-            try:
-                lease = await _take(store, request, item, verdict, max_clock_skew)
-            except LeaseNotObtainedError:
-                continue  # changed since the read: a renewal or another waiter won
-            observations.forget(item.lease_id)
-            return lease
-    raise LeaseNotObtainedError(
-        f"no item free or seen expired for {request.lessee_id!r} in table "
-        f"{store.table_name!r} ({found} candidate(s) tried, {len(observations)} being watched)"
-    )
-
-
-async def obtain_named(
-    store: LockStore,
-    observations: Observations,
-    request: LeaseRequest,
-    lease_id: str,
-    max_clock_skew: float,
-) -> Lease:
-    """Take ``lease_id`` if free or seen unchanged for its holder's duration; else NotObtained.
-
-    ``LeaseNotObtainedError.item_exists`` is ``False`` when there is no such row.
-    """
-    loop = asyncio.get_running_loop()
-    item = await store.get_item(lease_id, consistent_read=True, projection_only=True)
-    now = loop.time()
-    observations.prune(now - observations.forget_after)
-    if item is None:
-        raise LeaseNotObtainedError(
-            f"no item {lease_id!r} in table {store.table_name!r}; register it with add_item()",
-            lease_id=lease_id,
-            item_exists=False,
-        )
-    verdict = observations.judge(item, now)
-    if verdict is Verdict.CLOCK and not store.expired(item, max_clock_skew):
-        verdict = Verdict.WAIT
-    if verdict is Verdict.WAIT:
-        if item.duration is None:
-            progress = "no stored duration; it has not expired by the clock rule"
-        else:
-            seen = observations.unchanged_for(item, now)
-            progress = f"seen unchanged for {seen:.1f} of {item.duration:.1f} s"
-        raise LeaseNotObtainedError(
-            f"{lease_id!r} is held by {item.lessee_id!r} ({progress})",
-            lease_id=lease_id,
-            holder=item.lessee_id,
-        )
-    lease = await _take(store, request, item, verdict, max_clock_skew)
-    observations.forget(lease_id)
-    return lease
-
-
-async def _take(
-    store: LockStore,
-    request: LeaseRequest,
-    item: LeaseItem,
-    verdict: Verdict,
-    max_clock_skew: float,
-) -> Lease:
-    """The acquiring write, conditioned on the row being free or still in the state read."""
-    return await store.acquire(
-        item.lease_id,
-        request,
-        expect=item,
-        max_clock_skew=max_clock_skew if verdict is Verdict.CLOCK else None,
-    )

@@ -101,10 +101,11 @@ class Lease:
     """The row's user attributes (without the key and bookkeeping) as plain Python values."""
     until_ns: int = field(default=0, compare=False, repr=False)
     """The exact ``LeaseUntil`` value written, in Unix epoch nanoseconds."""
-    sent_at: float = field(default=0.0, compare=False, repr=False)
-    """Event-loop time (``loop.time()``) just before the write was first sent, from which the
-    holder's local deadline counts (never from when the answer arrived); moved earlier when
-    an explicit ``until`` was sooner than the duration, so the deadline never outlasts it."""
+    # Not part of the value: the monotonic (event-loop) time just before the write was first
+    # sent, from which the holder's local deadline counts (never from when the answer
+    # arrived); moved earlier when an explicit ``until`` was sooner than the duration, so the
+    # deadline never outlasts it. 0 for a Lease built by hand: the stored expiry counts then.
+    _sent_at: float = field(default=0.0, compare=False, repr=False)
 
     @property
     def lessee_id(self) -> str:

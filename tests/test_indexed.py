@@ -157,7 +157,8 @@ async def test_migrating_a_scan_table_to_the_indexed_layout(
     assert await new.backfill_buckets() == 6
     await new.add_index()
     await new.add_index()  # already there: fine
-    new._scan_until = 0.0  # do not wait the minute before asking the index again
+    # Do not wait the minute before asking the index again.
+    new._layout._scan_until = 0.0  # type: ignore[attr-defined]
     proxy.calls.clear()
     found = {item.lease_id for item in await new.find_available()}
     assert found == {f"item-{i}" for i in range(1, 6)} - {lease.lease_id}

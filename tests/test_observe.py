@@ -360,7 +360,7 @@ async def test_a_named_dead_lease_is_taken_after_its_duration(store: LockStore) 
         async with locker.lease(request(), "a", wait_period=0.1, timeout=0.1):
             pytest.fail("entered too early")
     async with locker.lease(request(), "a", wait_period=0.1, timeout=5) as lease:
-        waited = asyncio.get_running_loop().time() - dead.sent_at
+        waited = asyncio.get_running_loop().time() - dead._sent_at
         assert lease.fencing_token == dead.fencing_token + 1
     assert waited >= duration
 
@@ -502,8 +502,8 @@ async def test_takeover_after_a_crash_waits_one_duration_and_not_much_more(
         crashed_at = loop.time()
         taken = await asyncio.wait_for(waiter, 4 * duration)
         assert taken.lease_id == lease_id and taken.fencing_token == lease.fencing_token + 1
-        since_write = taken.sent_at - lease.sent_at
-        figures.append((since_write, taken.sent_at - crashed_at))
+        since_write = taken._sent_at - lease._sent_at
+        figures.append((since_write, taken._sent_at - crashed_at))
         # Out of the pool, so that the next round's waiter can only take the next crash.
         await holder_store.client.delete_item(
             TableName=holder_store.table_name, Key={"LeaseID": {"S": lease_id}}

@@ -472,7 +472,7 @@ async def test_a_hand_built_lease_counts_its_deadline_on_the_stores_clock(
     await store.add_item("a")
     hour_behind = LockStore(client, store.table_name, clock=lambda: time.time_ns() - 3600 * 10**9)
     lease = await hour_behind.lease("a", request(duration=2))
-    by_hand = dataclasses.replace(lease, sent_at=0.0)  # no send time: the stored expiry counts
+    by_hand = dataclasses.replace(lease, _sent_at=0.0)  # no send time: the stored expiry counts
     beat = asyncio.create_task(Locker(hour_behind).heartbeat(by_hand, 0.5))
     await asyncio.wait([beat], timeout=1.0)
     try:

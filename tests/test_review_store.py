@@ -143,7 +143,7 @@ async def test_a_holder_whose_clock_stepped_back_still_renews_forward(
     assert after >= lease.until_ns, "a renewal moved LeaseUntil backwards"
     assert renewed.until_ns == after and renewed.fencing_token == lease.fencing_token
     # The local deadline still counts from the send, never from the stored expiry.
-    assert before <= renewed.sent_at <= loop.time()
+    assert before <= renewed._sent_at <= loop.time()
 
 
 async def test_a_reentrant_lease_never_moves_the_expiry_backwards(

@@ -693,8 +693,8 @@ async def test_time_spent_queueing_for_a_request_slot_is_not_charged_to_the_leas
     loop = asyncio.get_running_loop()
     started = loop.time()
     first, second = await asyncio.gather(store.acquire("a", A), store.acquire("b", A))
-    assert first.sent_at - started < 0.2
-    assert second.sent_at - started >= 1.0, "the queued write was stamped before it was sent"
+    assert first._sent_at - started < 0.2
+    assert second._sent_at - started >= 1.0, "the queued write was stamped before it was sent"
     assert second.until_ns - first.until_ns >= 0.9e9, "its LeaseUntil too"
 
 
@@ -707,6 +707,6 @@ async def test_an_explicit_until_sooner_than_the_duration_bounds_the_local_deadl
     soon = datetime.now(UTC) + timedelta(seconds=1)
     lease = await store.lease("a", LeaseRequest("w", 30), soon)
     # The holder's deadline is sent_at + duration: it must not outlast the stored expiry.
-    assert lease.sent_at + 30 <= before + 1.1, "the local deadline outlasts an explicit until"
+    assert lease._sent_at + 30 <= before + 1.1, "the local deadline outlasts an explicit until"
     renewed = await store.renew(lease, datetime.now(UTC) + timedelta(seconds=2))
-    assert renewed.sent_at + 30 <= loop.time() + 2.1
+    assert renewed._sent_at + 30 <= loop.time() + 2.1

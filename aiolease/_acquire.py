@@ -1,0 +1,163 @@
+"""The acquiring write: one conditional UpdateItem, its lost answers, and its undo.
+
+An acquisition whose answer was lost is recognised as ours on retry (its ``LeaseUntil`` is
+unique per row for this store); one cancelled (or unanswered) after it was sent is undone,
+if it landed, before the call returns (shielded, bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from ._errors import LeaseError, LeaseUnavailableError
+from ._log import get_logger, lease_fields
+from ._table import Table
+from ._types import Lease, LeaseItem, LeaseRequest, datetime_to_ns
+from ._wire import requests, rows
+from ._wire.codes import CONDITION_FAILED, Expected
+
+__all__ = ["acquire"]
+
+# How long the undo of a cancelled acquisition may take; the cancelled call waits for it
+# this long at most (what is left is awaited by the store's aclose()).
+CLEANUP_TIMEOUT = 5.0
+
+
+class _Sent:
+    """What the write was stamped with when first sent (nothing yet: 0)."""
+
+    __slots__ = ("at", "until_ns")
+
+    def __init__(self) -> None:
+        self.at = 0.0
+        self.until_ns = 0
+
+
+async def acquire(
+    table: Table,
+    lease_id: str,
+    request: LeaseRequest,
+    until: datetime | None,
+    skew_ns: int | None,
+    expect: LeaseItem | None,
+) -> Lease | dict[str, Any] | None:
+    """One acquiring write. Returns the Lease, or the row that refused it (None: no row).
+
+    ``skew_ns`` None: a held row is never expired by the clock. A row with a malformed
+    ``LeaseToken`` raises :class:`MalformedRowError` (a store error, and "not obtained"
+    with ``item_exists`` False: pool loops skip it, waiting for it is pointless).
+    """
+    schema = table.schema
+    explicit_ns = None if until is None else datetime_to_ns(until)
+    if table.known_malformed(lease_id):
+        # Found malformed before: look before writing, so that an acquisition never bumps a
+        # fractional token again (DynamoDB cannot test a number for integrality).
+        row = await table.read_row(lease_id)
+        if row is not None and not rows.leasable(schema, row):
+            raise rows.malformed_error(schema, lease_id, row)
+        table.forget_malformed(lease_id)
+    ours_token = None if expect is None else expect.fencing_token + 1
+    sent = _Sent()
+
+    def build() -> dict[str, Any]:
+        sent.at, sent.until_ns = table.stamps.take(lease_id, request.duration, explicit_ns)
+        now = table.clock.wall_ns()
+        return requests.acquire(
+            schema,
+            lease_id,
+            request.lessee_id,
+            until_ns=sent.until_ns,
+            duration=requests.duration_value(request.duration, sent.until_ns, now),
+            cutoff_ns=None if skew_ns is None else now - skew_ns,
+            expect=expect,
+        )
+
+    try:
+        try:
+            response = await table.calls.call(
+                "update_item", build, lease_id=lease_id, expect={CONDITION_FAILED}
+            )
+        except Expected as failed:
+            old = await table.refused_row(failed, lease_id, full=True)
+            if old is not None and rows.is_ours(
+                schema, old, request.lessee_id, sent.until_ns, ours_token
+            ):
+                # Our own write, applied by an attempt whose answer was lost: until_ns is
+                # unique per row for this store, so nobody else can have written this row.
+                return rows.lease(schema, lease_id, request, old, sent.at)
+            # Not written: its expiry must not lift the next write of this row (a refused
+            # 60 s request would stretch a later 2 s lease of this store to 60 s).
+            table.stamps.forget(lease_id)
+            if old is not None and not rows.leasable(schema, old):
+                table.note_malformed(lease_id, old)
+                raise rows.malformed_error(schema, lease_id, old) from None
+            return old
+        row = response.get("Attributes")
+        if not row:
+            # Answered 200 without the row asked for (some compatible servers): read it.
+            row = await table.read_row(lease_id, full=True)
+            if row is None or not rows.is_ours(
+                schema, row, request.lessee_id, sent.until_ns, ours_token
+            ):
+                raise LeaseUnavailableError(
+                    f"acquiring {lease_id!r} in table {schema.table_name!r}: the endpoint "
+                    "answered without the item's attributes and the row does not show "
+                    "the write",
+                    lease_id=lease_id,
+                )
+        if not rows.leasable(schema, row):
+            # A fractional token, seen only once the write landed: a lease that could never
+            # be renewed or released under its token. Free the row again, then report it.
+            table.note_malformed(lease_id, row)
+            await _undo(table, lease_id, request.lessee_id, sent.until_ns, None)
+            raise rows.malformed_error(schema, lease_id, row)
+        lease = rows.lease(schema, lease_id, request, row, sent.at)
+        get_logger().debug(
+            "acquired %s for %s, token %s",
+            lease_id,
+            request.lessee_id,
+            lease.fencing_token,
+            extra=lease_fields(lease),
+        )
+        return lease
+    except (asyncio.CancelledError, LeaseUnavailableError) as exc:
+        # The write (or an attempt of it whose answer was lost, while its refusal or its row
+        # was being read) may have reached DynamoDB with nobody left to heartbeat or release
+        # it: undo it before this call returns (shielded, bounded; if it cannot finish in
+        # time it goes on in the background, which the store's aclose() awaits).
+        if sent.until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
+            undo = _undo(table, lease_id, request.lessee_id, sent.until_ns, ours_token)
+            cancelled = await table.tasks.run_shielded(undo, CLEANUP_TIMEOUT, table.clock)
+            if cancelled and not isinstance(exc, asyncio.CancelledError):
+                raise asyncio.CancelledError from exc  # cancelled during the undo
+        raise
+
+
+async def _undo(table: Table, lease_id: str, lessee: str, until_ns: int, token: int | None) -> None:
+    """Free the row if it shows our acquiring write; log (never raise) if that fails."""
+    where = {"lease_id": lease_id, "lessee_id": lessee}
+    try:
+        async with asyncio.timeout(CLEANUP_TIMEOUT):
+            await table.calls.call(
+                "update_item",
+                requests.undo_acquire(table.schema, lease_id, lessee, until_ns, token),
+                lease_id=lease_id,
+                expect={CONDITION_FAILED},
+            )
+    except Expected:
+        table.stamps.forget(lease_id)
+        return  # the cancelled write never landed (or was already undone)
+    except (LeaseError, TimeoutError) as exc:
+        get_logger().warning(
+            "could not undo the cancelled acquisition of %s by %s: %s; "
+            "the row stays held until it expires",
+            lease_id,
+            lessee,
+            exc or "timed out",
+            extra=where,
+        )
+        return
+    table.stamps.forget(lease_id)
+    get_logger().info("undid the cancelled acquisition of %s by %s", lease_id, lessee, extra=where)

@@ -1,0 +1,121 @@
+"""Table administration: create the table, add the layout's index, backfill buckets, wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ._errors import LeaseError, LeaseStoreError, LeaseUnavailableError
+from ._layout import IndexedLayout, TableLayout
+from ._log import get_logger
+from ._table import Table
+from ._wire import requests, rows
+from ._wire.codes import Expected, store_error
+
+__all__ = ["add_index", "backfill_buckets", "create_table", "wait_active"]
+
+
+async def create_table(table: Table, layout: TableLayout, timeout: float | None) -> None:
+    """Create the table (with the layout's index) unless it exists, then wait until active."""
+    request = requests.create_table(table.schema, layout.index_name)
+    with contextlib.suppress(Expected):  # already there: its schema is checked below
+        await table.calls.call("create_table", request, expect={"ResourceInUseException"})
+    await wait_active(table, layout, timeout, "table")
+
+
+async def add_index(table: Table, layout: IndexedLayout, timeout: float | None) -> None:
+    """Add the layout's index to an existing table unless it has it, then wait until active."""
+    assert layout.index_name is not None
+    if not layout.find_index(await table.describe()):
+        request = requests.add_index(table.schema, layout.index_name)
+        with contextlib.suppress(Expected):  # created meanwhile by someone else
+            await table.calls.call("update_table", request, expect={"ResourceInUseException"})
+    await wait_active(table, layout, timeout, f"index {layout.index_name!r} of table")
+
+
+async def wait_active(table: Table, layout: TableLayout, timeout: float | None, what: str) -> None:
+    """Wait until the table, and the layout's index if the table has it, are active."""
+    try:
+        async with asyncio.timeout(timeout):
+            await _poll_active(table, layout)
+    except TimeoutError:
+        raise LeaseUnavailableError(
+            f"{what} {table.schema.table_name!r} not active within {timeout} s; try again later"
+        ) from None
+
+
+async def _poll_active(table: Table, layout: TableLayout) -> None:
+    pause = 0.05
+    while True:
+        description = await table.describe()
+        index = layout.find_index(description)
+        if description.get("TableStatus") == "ACTIVE" and (
+            index is None or index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+        ):
+            if layout.index_name is not None and index is None:
+                get_logger().warning(
+                    "table %r has no index %r: obtain_lease scans the table; "
+                    "add it with LockStore.add_index()",
+                    table.schema.table_name,
+                    layout.index_name,
+                )
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+async def backfill_buckets(table: Table, layout: IndexedLayout, concurrency: int) -> int:
+    """Write the bucket on every row that lacks it (or has a wrong one); the rows updated."""
+    schema = table.schema
+    gate = asyncio.Semaphore(concurrency)
+    updated = 0
+
+    async def fix(lease_id: str, bucket: int) -> None:
+        nonlocal updated
+        async with gate:
+            try:
+                await table.calls.call(
+                    "update_item",
+                    requests.backfill_bucket(schema, lease_id, bucket),
+                    lease_id=lease_id,
+                    expect={"ConditionalCheckFailedException", "ValidationException"},
+                )
+            except Expected as refused:
+                if refused.code == "ValidationException":
+                    # DynamoDB refuses a row the index cannot hold (a LeaseUntil that is
+                    # not a number): leave it, as the index would, and go on.
+                    get_logger().warning(
+                        "table %r: cannot give %r a bucket: its %s does not fit the index",
+                        schema.table_name,
+                        lease_id,
+                        schema.until_attribute,
+                    )
+                return  # or deleted meanwhile: nothing to fix
+            updated += 1
+
+    async for page in table.pages("scan", requests.backfill_scan(schema)):
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for raw in page.get("Items", []):
+                    lease_id = rows.string(raw, schema.hash_key)
+                    if lease_id is None:
+                        continue
+                    bucket = requests.bucket_of(lease_id, layout.buckets)
+                    if raw.get(schema.bucket_attribute) != {"N": str(bucket)}:
+                        tg.create_task(fix(lease_id, bucket))
+        except BaseExceptionGroup as group:
+            # One clean error, not a group: the first of ours, else a store error.
+            raise _first_error(table, group) from group
+    return updated
+
+
+def _first_error(table: Table, group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first LeaseError in ``group`` (nested too), else a store error describing it."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(table, exc)
+        if isinstance(exc, LeaseError | KeyboardInterrupt | SystemExit):
+            return exc
+    first = group.exceptions[0]
+    error: LeaseStoreError = store_error(table.schema, first, None)
+    return error

@@ -1,0 +1,117 @@
+"""The freeing writes: a holder's release, and an operator's forced release of a stuck item.
+
+Both free the row only in the tenure they name (lessee and token), keep the row, its token
+and the user's attributes, and reconcile a lost answer by reading the row back.
+"""
+
+from __future__ import annotations
+
+from ._errors import LeaseNotObtainedError, LeaseUnavailableError
+from ._table import Table
+from ._types import Lease, LeaseItem
+from ._wire import requests, rows
+from ._wire.codes import CONDITION_FAILED, Expected
+
+__all__ = ["force_release", "release"]
+
+# force_release() without expect reads, then frees conditioned on what it read: this many
+# tries if the row keeps changing in between.
+FORCE_RELEASE_ATTEMPTS = 3
+
+
+class _Retried:
+    """Set when the call engine retried: an earlier attempt whose answer was lost may have
+    landed, so a refusal may be of our own write."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self) -> None:
+        self.seen = True
+
+
+async def release(table: Table, lease: Lease) -> bool:
+    """Free the row if ``lease`` still holds it; whether it did."""
+    schema = table.schema
+    retried = _Retried()
+    request = requests.release(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)
+    try:
+        await table.calls.call(
+            "update_item",
+            request,
+            lease_id=lease.lease_id,
+            expect={CONDITION_FAILED},
+            on_retry=retried,
+        )
+    except Expected as failed:
+        # Ambiguous: a retry (ours, or botocore's own) after an attempt whose answer was
+        # lost, which may have freed the row already.
+        if not (retried.seen or failed.retried):
+            return False
+        old = await table.refused_row(failed, lease.lease_id)
+        if old is None:
+            return False
+        # If that attempt freed the row, the row is free under our token now; or another
+        # holder has taken it since, which it could only do through our release while our
+        # lease had not expired.
+        token = rows.number(schema, old, schema.token_attribute, strict=False)
+        if schema.lessee_attribute not in old:
+            freed = token == lease.fencing_token
+        else:
+            freed = token > lease.fencing_token and lease.until_ns > table.clock.wall_ns()
+        if freed:
+            table.stamps.forget(lease.lease_id)
+        return freed
+    table.stamps.forget(lease.lease_id)
+    return True
+
+
+async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -> LeaseItem | None:
+    """Free a held row in the state read (``expect``, or read here); the row as it was before."""
+    schema = table.schema
+    for _ in range(FORCE_RELEASE_ATTEMPTS):
+        current = expect
+        if current is None:
+            current = await table.get_item(lease_id, consistent_read=True, projection_only=False)
+        if current is None or current.lessee_id is None:
+            return current
+        retried = _Retried()
+        request = requests.release(schema, lease_id, current.lessee_id, current.fencing_token)
+        try:
+            await table.calls.call(
+                "update_item",
+                request,
+                lease_id=lease_id,
+                expect={CONDITION_FAILED},
+                on_retry=retried,
+            )
+        except Expected as failed:
+            row = await table.refused_row(failed, lease_id)
+            if row is None:
+                return None
+            if (
+                (retried.seen or failed.retried)
+                and schema.lessee_attribute not in row
+                and rows.number(schema, row, schema.token_attribute, strict=False)
+                == current.fencing_token
+            ):
+                break  # freed by our own attempt whose answer was lost
+            if expect is not None:
+                raise LeaseNotObtainedError(
+                    f"{lease_id!r} changed since it was read (held by "
+                    f"{current.lessee_id!r}, token {current.fencing_token}): it is now "
+                    f"{table.describe_row(row)}; not released",
+                    lease_id=lease_id,
+                    holder=rows.string(row, schema.lessee_attribute),
+                ) from None
+            continue  # changed between the read and the write: read it again
+        break
+    else:
+        raise LeaseUnavailableError(
+            f"{lease_id!r} in table {schema.table_name!r} kept changing; not released",
+            lease_id=lease_id,
+        )
+    table.stamps.forget(lease_id)
+    return current

@@ -1,0 +1,93 @@
+"""The call engine: request slots, retries with backoff, send stamps, errors translated."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .._errors import LeaseError, LeaseUnavailableError
+from .._log import get_logger
+from .codes import Expected, error_code, is_transient, short, store_error
+from .schema import Schema
+
+__all__ = ["Calls"]
+
+Request = dict[str, Any]
+
+# Backoff between the store's own attempts: short, because the locker's deadline bounds the
+# total, and jittered so that many renewals failing together do not retry together.
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 1.0
+
+
+class Calls:
+    """Sends the table's requests: at most ``max_in_flight`` at once, each retried if transient.
+
+    Requests beyond the client's connection pool would only queue inside aiohttp, where its
+    timeouts count the wait; they queue here instead, in order.
+    """
+
+    def __init__(
+        self, client: Any, schema: Schema, *, max_attempts: int, max_in_flight: int
+    ) -> None:
+        self.client = client
+        self.schema = schema
+        self.max_attempts = max_attempts
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def call(
+        self,
+        operation: str,
+        request: Request | Callable[[], Request],
+        *,
+        lease_id: str | None = None,
+        expect: Collection[str] = (),
+        on_retry: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run one DynamoDB call (``operation``: the client's method) with retries.
+
+        A callable ``request`` is built once a request slot is held, just before the first
+        attempt, and resent as built: that is where a write stamps its send time and its
+        expiry, so that time spent queueing behind other requests is not charged to the lease.
+
+        Codes in ``expect`` raise :class:`Expected` (carrying the ``ALL_OLD`` item, if any);
+        transient errors are retried, then raised as :class:`LeaseUnavailableError`; the rest
+        become :class:`LeaseStoreError`. ``on_retry`` runs before each retry.
+        """
+        built = None if callable(request) else request
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async with self._slots:
+                    if built is None:
+                        assert callable(request)
+                        built = request()
+                    response: dict[str, Any] = await getattr(self.client, operation)(**built)
+                    return response
+            except (asyncio.CancelledError, LeaseError, Expected):
+                raise
+            except Exception as exc:
+                code = error_code(exc)
+                if code is not None and code in expect:
+                    raise Expected.of(code, exc) from None
+                if not is_transient(exc):
+                    raise store_error(self.schema, exc, lease_id) from exc
+                if attempt == self.max_attempts:
+                    raise LeaseUnavailableError(
+                        f"DynamoDB table {self.schema.table_name!r} unavailable after {attempt} "
+                        f"attempt(s): {short(exc)}",
+                        lease_id=lease_id,
+                    ) from exc
+                get_logger().debug(
+                    "transient error on %s (attempt %d of %d): %s",
+                    self.schema.table_name,
+                    attempt,
+                    self.max_attempts,
+                    short(exc),
+                )
+                if on_retry is not None:
+                    on_retry()
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+                await asyncio.sleep(random.uniform(0, delay))
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -14,7 +14,7 @@ from typing import Any
 from ._errors import LeaseError, LeaseUnavailableError
 from ._log import get_logger, lease_fields
 from ._table import Table
-from ._types import Lease, LeaseItem, LeaseRequest, datetime_to_ns
+from ._types import Lease, LeaseItem, LeaseRequest, check_expect, datetime_to_ns
 from ._wire import requests, rows
 from ._wire.codes import CONDITION_FAILED, Expected
 
@@ -40,16 +40,22 @@ async def acquire(
     lease_id: str,
     request: LeaseRequest,
     until: datetime | None,
-    skew_ns: int | None,
+    max_clock_skew: float | None,
     expect: LeaseItem | None,
 ) -> Lease | dict[str, Any] | None:
     """One acquiring write. Returns the Lease, or the row that refused it (None: no row).
 
-    ``skew_ns`` None: a held row is never expired by the clock. A row with a malformed
-    ``LeaseToken`` raises :class:`MalformedRowError` (a store error, and "not obtained"
-    with ``item_exists`` False: pool loops skip it, waiting for it is pointless).
+    ``max_clock_skew`` None: a held row is never expired by the clock. A row with a
+    malformed ``LeaseToken`` raises :class:`MalformedRowError` (a store error, and "not
+    obtained" with ``item_exists`` False: pool loops skip it, waiting for it is pointless).
     """
+    if not isinstance(request, LeaseRequest):
+        raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
+    check_expect(expect, lease_id)
     schema = table.schema
+    schema.key(lease_id)
+    if max_clock_skew is not None:
+        table.cutoff_ns(max_clock_skew)  # validated before anything is sent
     explicit_ns = None if until is None else datetime_to_ns(until)
     if table.known_malformed(lease_id):
         # Found malformed before: look before writing, so that an acquisition never bumps a
@@ -70,7 +76,7 @@ async def acquire(
             request.lessee_id,
             until_ns=sent.until_ns,
             duration=requests.duration_value(request.duration, sent.until_ns, now),
-            cutoff_ns=None if skew_ns is None else now - skew_ns,
+            cutoff_ns=None if max_clock_skew is None else table.cutoff_ns(max_clock_skew),
             expect=expect,
         )
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from ._errors import LeaseError, LeaseStoreError, LeaseUnavailableError
 from ._layout import IndexedLayout, TableLayout
 from ._log import get_logger
 from ._table import Table
 from ._wire import requests, rows
-from ._wire.codes import Expected, store_error
+from ._wire.codes import CONDITION_FAILED, Expected, store_error
 
-__all__ = ["add_index", "backfill_buckets", "create_table", "wait_active"]
+__all__ = ["add_index", "add_item", "backfill_buckets", "create_table", "wait_active"]
 
 
 async def create_table(table: Table, layout: TableLayout, timeout: float | None) -> None:
@@ -119,3 +121,35 @@ def _first_error(table: Table, group: BaseExceptionGroup[BaseException]) -> Base
     first = group.exceptions[0]
     error: LeaseStoreError = store_error(table.schema, first, None)
     return error
+
+
+async def add_item(
+    table: Table, layout: TableLayout, lease_id: str, attributes: Mapping[str, Any] | None
+) -> bool:
+    """Create the row, free, unless it exists; whether this call created it."""
+    schema = table.schema
+    schema.key(lease_id)
+    user = requests.user_attributes(schema, attributes)
+    request, written = requests.add_item(schema, lease_id, layout.row_attributes(lease_id), user)
+    retried = False
+
+    def note_retry() -> None:
+        nonlocal retried
+        retried = True
+
+    try:
+        await table.calls.call(
+            "update_item",
+            request,
+            lease_id=lease_id,
+            expect={CONDITION_FAILED},
+            on_retry=note_retry,
+        )
+    except Expected as failed:
+        if not (retried or failed.retried):
+            return False
+        # An attempt whose answer was lost may have created the row: it is ours if it is
+        # exactly what we wrote (free, LeaseUntil 0, our attributes).
+        row = await table.read_row(lease_id, full=True)
+        return row is not None and rows.plain(row) == rows.plain(written)
+    return True

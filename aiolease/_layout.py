@@ -17,9 +17,9 @@ from ._table import Table
 from ._types import LeaseItem
 from ._wire import requests, rows
 from ._wire.codes import is_missing_index, short
-from ._wire.schema import Schema
+from ._wire.schema import TABLE_NAME, Schema
 
-__all__ = ["IndexedLayout", "ScanLayout", "TableLayout"]
+__all__ = ["IndexedLayout", "ScanLayout", "TableLayout", "layout_for"]
 
 # The indexed layout: rows spread over this many index partitions by a hash of their ID.
 # 16 keeps an obtain on a busy table to at most 16 small queries, and leaves room for
@@ -133,3 +133,17 @@ class IndexedLayout:
                     return found
                 request["Limit"] = limit - len(found)
         return found
+
+
+def layout_for(schema: Schema, index_name: str | None, buckets: int) -> TableLayout:
+    """The layout a store's options select: indexed if ``index_name`` is given, else a scan."""
+    if index_name is not None and (
+        not isinstance(index_name, str) or not TABLE_NAME.match(index_name)
+    ):
+        raise ValueError(
+            f"index_name {index_name!r} is not a valid DynamoDB index name "
+            "(3-255 characters of letters, digits, '_', '-', '.')"
+        )
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= MAX_BUCKETS:
+        raise ValueError(f"buckets must be an int from 1 to {MAX_BUCKETS}, not {buckets!r}")
+    return ScanLayout() if index_name is None else IndexedLayout(schema, index_name, buckets)

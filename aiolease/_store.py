@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING, Any
 from . import _acquire, _admin, _release, _renew
 from ._clock import Clock, as_clock
 from ._connect import lease_client
-from ._layout import DEFAULT_BUCKETS, MAX_BUCKETS, IndexedLayout, ScanLayout, TableLayout
-from ._log import get_logger
+from ._layout import DEFAULT_BUCKETS, IndexedLayout, layout_for
 from ._table import Table
 from ._tasks import TaskOwner
-from ._types import Lease, LeaseItem, LeaseRequest, check_clock_skew
+from ._types import Lease, LeaseItem, LeaseRequest, check_expect, check_lease
 from ._wire import requests, rows
 from ._wire.calls import Calls
-from ._wire.codes import CONDITION_FAILED, Expected, client_attempts
-from ._wire.schema import TABLE_NAME, Schema
+from ._wire.schema import Schema
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -36,6 +34,21 @@ __all__ = ["LockStore"]
 _CLOSE_TIMEOUT = 7.0
 # What is still running then is cancelled and given this long to unwind.
 _UNWIND_TIME = 0.5
+
+
+class _SchemaName:
+    """A store's table or attribute name: read from its schema, never reassigned."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, store: LockStore, owner: type | None = None) -> str:
+        name: str = getattr(store._table.schema, self._name)
+        return name
+
+    def __set__(self, store: LockStore, value: object) -> None:
+        # Reads and writes must agree on every name: a reassigned name would desynchronise them.
+        raise AttributeError(f"{self._name} is fixed when the store is made; make another store")
 
 
 class LockStore:
@@ -90,50 +103,13 @@ class LockStore:
             duration_attribute=duration_attribute,
             bucket_attribute=bucket_attribute,
         )
-        the_clock = as_clock(clock)
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
-        if index_name is not None and (
-            not isinstance(index_name, str) or not TABLE_NAME.match(index_name)
-        ):
-            raise ValueError(
-                f"index_name {index_name!r} is not a valid DynamoDB index name "
-                "(3-255 characters of letters, digits, '_', '-', '.')"
-            )
-        if (
-            not isinstance(buckets, int)
-            or isinstance(buckets, bool)
-            or not 1 <= buckets <= MAX_BUCKETS
-        ):
-            raise ValueError(f"buckets must be an int from 1 to {MAX_BUCKETS}, not {buckets!r}")
-        if max_in_flight is None:
-            config = getattr(getattr(client, "meta", None), "config", None)
-            max_in_flight = getattr(config, "max_pool_connections", None) or 10
-        if not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
-
         self._buckets = buckets
-        self._layout: TableLayout = (
-            ScanLayout() if index_name is None else IndexedLayout(schema, index_name, buckets)
-        )
+        self._layout = layout_for(schema, index_name, buckets)
+        calls = Calls(client, schema, max_attempts=max_attempts, max_in_flight=max_in_flight)
         tasks = TaskOwner(
             f"cleanup(s) on table {table_name!r}", "their rows stay held until they expire"
         )
-        calls = Calls(client, schema, max_attempts=max_attempts, max_in_flight=max_in_flight)
-        self._table = Table(schema, calls, the_clock, tasks)
-        attempts = client_attempts(client)
-        if attempts > 1:
-            # A retry inside botocore is invisible here: a write whose first answer was lost
-            # and that botocore resent looks refused (ResponseMetadata.RetryAttempts is the
-            # only trace, which the store checks), and every retry stretches a call that the
-            # locker's deadline must bound.
-            get_logger().warning(
-                "the DynamoDB client for table %r retries by itself (up to %d attempts); "
-                "lease writes are retried by aiolease within their deadline: configure the "
-                "client with retries={'total_max_attempts': 1} or use LockStore.connect()",
-                table_name,
-                attempts,
-            )
+        self._table = Table(schema, calls, as_clock(clock), tasks)
 
     def __repr__(self) -> str:
         return f"LockStore(table_name={self.table_name!r}, hash_key={self.hash_key!r})"
@@ -142,37 +118,25 @@ class LockStore:
 
     @property
     def client(self) -> DynamoDBClient:
-        """The DynamoDB client the store calls (never closed by the store)."""
+        """The DynamoDB client the store calls (never closed by the store).
+
+        Unlike the names, it may be replaced (by a wrapping proxy, say): requests are the
+        same whichever client sends them.
+        """
         client: DynamoDBClient = self._table.calls.client
         return client
 
-    @property
-    def table_name(self) -> str:
-        return self._table.schema.table_name
+    @client.setter
+    def client(self, client: DynamoDBClient) -> None:
+        self._table.calls.client = client
 
-    @property
-    def hash_key(self) -> str:
-        return self._table.schema.hash_key
-
-    @property
-    def lessee_attribute(self) -> str:
-        return self._table.schema.lessee_attribute
-
-    @property
-    def until_attribute(self) -> str:
-        return self._table.schema.until_attribute
-
-    @property
-    def token_attribute(self) -> str:
-        return self._table.schema.token_attribute
-
-    @property
-    def duration_attribute(self) -> str:
-        return self._table.schema.duration_attribute
-
-    @property
-    def bucket_attribute(self) -> str:
-        return self._table.schema.bucket_attribute
+    table_name = _SchemaName()
+    hash_key = _SchemaName()
+    lessee_attribute = _SchemaName()
+    until_attribute = _SchemaName()
+    token_attribute = _SchemaName()
+    duration_attribute = _SchemaName()
+    bucket_attribute = _SchemaName()
 
     @property
     def index_name(self) -> str | None:
@@ -307,34 +271,7 @@ class LockStore:
         created by it (so an identical row registered by someone else in that instant would
         too: the one ambiguity left).
         """
-        schema = self._table.schema
-        schema.key(lease_id)
-        user = requests.user_attributes(schema, attributes)
-        request, written = requests.add_item(
-            schema, lease_id, self._layout.row_attributes(lease_id), user
-        )
-        retried = False
-
-        def note_retry() -> None:
-            nonlocal retried
-            retried = True
-
-        try:
-            await self._table.calls.call(
-                "update_item",
-                request,
-                lease_id=lease_id,
-                expect={CONDITION_FAILED},
-                on_retry=note_retry,
-            )
-        except Expected as failed:
-            if not (retried or failed.retried):
-                return False
-            # An attempt whose answer was lost may have created the row: it is ours if it is
-            # exactly what we wrote (free, LeaseUntil 0, our attributes).
-            row = await self._table.read_row(lease_id, full=True)
-            return row is not None and rows.plain(row) == rows.plain(written)
-        return True
+        return await _admin.add_item(self._table, self._layout, lease_id, attributes)
 
     async def get_item(
         self, lease_id: str, *, consistent_read: bool = True, projection_only: bool = False
@@ -373,7 +310,7 @@ class LockStore:
         """
         request = requests.scan(
             self._table.schema,
-            cutoff_ns=self._cutoff_ns(max_clock_skew) if available else None,
+            cutoff_ns=self._table.cutoff_ns(max_clock_skew) if available else None,
             projection_only=projection_only,
             consistent_read=consistent_read,
             page_size=page_size,
@@ -396,13 +333,13 @@ class LockStore:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, not {limit!r}")
-        cutoff = self._cutoff_ns(max_clock_skew)
+        cutoff = self._table.cutoff_ns(max_clock_skew)
         return await self._layout.find_available(self._table, cutoff, limit)
 
     def expired(self, item: LeaseItem, max_clock_skew: float) -> bool:
         """The clock rule: ``item`` is free, or its ``LeaseUntil`` is older than this store's
         clock minus ``max_clock_skew``. Only a hint: the conditional write decides."""
-        return item.lessee_id is None or item.until_ns < self._cutoff_ns(max_clock_skew)
+        return item.lessee_id is None or item.until_ns < self._table.cutoff_ns(max_clock_skew)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -420,7 +357,9 @@ class LockStore:
         minus ``max_clock_skew``), or held by this lessee. A fresh acquisition raises the
         fencing token; a renewal keeps it. Raises :class:`LeaseNotObtainedError` otherwise.
         """
-        outcome = await self._acquire(lease_id, request, until, max_clock_skew, None)
+        outcome = await _acquire.acquire(
+            self._table, lease_id, request, until, max_clock_skew, None
+        )
         if isinstance(outcome, Lease):
             return outcome
         schema = self._table.schema
@@ -456,7 +395,9 @@ class LockStore:
         ``max_clock_skew`` is ``None``, expired by the clock; a free row only with the token
         read, so that a late duplicate of a timed-out request cannot re-take it.
         """
-        outcome = await self._acquire(lease_id, request, until, max_clock_skew, expect)
+        outcome = await _acquire.acquire(
+            self._table, lease_id, request, until, max_clock_skew, expect
+        )
         if isinstance(outcome, Lease):
             return outcome
         raise self._table.not_obtained(lease_id, outcome)
@@ -475,7 +416,7 @@ class LockStore:
         Returns ``True`` if it freed it, ``False`` if the lease no longer held it. Keeps the
         row, its fencing token and the user's attributes; never frees another holder's lease.
         """
-        _check_lease(lease)
+        check_lease(lease)
         self._table.schema.key(lease.lease_id)
         return await _release.release(self._table, lease)
 
@@ -491,31 +432,15 @@ class LockStore:
         if there is no such item. A live holder notices at its next renewal, not at once.
         """
         self._table.schema.key(lease_id)
-        _check_expect(expect, lease_id)
+        check_expect(expect, lease_id)
         return await _release.force_release(self._table, lease_id, expect)
 
     # -- plumbing -----------------------------------------------------------------------
 
-    async def _acquire(
-        self,
-        lease_id: str,
-        request: LeaseRequest,
-        until: datetime | None,
-        max_clock_skew: float | None,
-        expect: LeaseItem | None,
-    ) -> Lease | dict[str, Any] | None:
-        """Validate, then one acquiring write: the Lease, or the row that refused it."""
-        if not isinstance(request, LeaseRequest):
-            raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
-        _check_expect(expect, lease_id)
-        self._table.schema.key(lease_id)
-        skew_ns = None if max_clock_skew is None else _skew_ns(max_clock_skew)
-        return await _acquire.acquire(self._table, lease_id, request, until, skew_ns, expect)
-
     async def _renew(
         self, lease: Lease, until: datetime | None, *, return_attributes: bool
     ) -> Lease:
-        _check_lease(lease)
+        check_lease(lease)
         self._table.schema.key(lease.lease_id)
         return await _renew.renew(self._table, lease, until, return_attributes=return_attributes)
 
@@ -523,22 +448,3 @@ class LockStore:
         if not isinstance(self._layout, IndexedLayout):
             raise ValueError(f"{what} needs a store configured with index_name=")
         return self._layout
-
-    def _cutoff_ns(self, max_clock_skew: float) -> int:
-        return self._table.clock.wall_ns() - _skew_ns(max_clock_skew)
-
-
-def _skew_ns(max_clock_skew: float) -> int:
-    return int(check_clock_skew(max_clock_skew) * 1e9)
-
-
-def _check_lease(lease: object) -> None:
-    if not isinstance(lease, Lease):
-        raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
-
-
-def _check_expect(expect: object, lease_id: str) -> None:
-    if expect is not None and not isinstance(expect, LeaseItem):
-        raise TypeError(f"expect must be a LeaseItem or None, not {type(expect).__name__}")
-    if expect is not None and expect.lease_id != lease_id:
-        raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")

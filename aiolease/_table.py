@@ -16,7 +16,7 @@ from ._errors import LeaseNotObtainedError
 from ._log import get_logger
 from ._stamps import MAX_FLOORS, Stamps
 from ._tasks import TaskOwner
-from ._types import LeaseItem
+from ._types import LeaseItem, check_clock_skew
 from ._wire import requests, rows
 from ._wire.calls import Calls
 from ._wire.codes import Expected
@@ -38,6 +38,10 @@ class Table:
         self._malformed: set[str] = set()
         self._warned_malformed: set[str] = set()
         self._key_checked = False
+
+    def cutoff_ns(self, max_clock_skew: float) -> int:
+        """The clock rule: rows with ``LeaseUntil`` below this have expired, skew allowed."""
+        return self.clock.wall_ns() - int(check_clock_skew(max_clock_skew) * 1e9)
 
     # -- single rows ----------------------------------------------------------------------
 

@@ -43,6 +43,20 @@ def check_clock_skew(value: object) -> float:
     return float(value)
 
 
+def check_lease(lease: object) -> None:
+    """A store's ``lease`` argument: a :class:`Lease`."""
+    if not isinstance(lease, Lease):
+        raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
+
+
+def check_expect(expect: object, lease_id: str) -> None:
+    """A store's ``expect`` argument: ``None``, or the :class:`LeaseItem` of ``lease_id``."""
+    if expect is not None and not isinstance(expect, LeaseItem):
+        raise TypeError(f"expect must be a LeaseItem or None, not {type(expect).__name__}")
+    if expect is not None and expect.lease_id != lease_id:
+        raise ValueError(f"expect is a row of {expect.lease_id!r}, not of {lease_id!r}")
+
+
 @dataclass(frozen=True)
 class LeaseRequest:
     """Who wants a lease and for how long.

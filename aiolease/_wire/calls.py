@@ -9,7 +9,7 @@ from typing import Any
 
 from .._errors import LeaseError, LeaseUnavailableError
 from .._log import get_logger
-from .codes import Expected, error_code, is_transient, short, store_error
+from .codes import Expected, client_attempts, error_code, is_transient, short, store_error
 from .schema import Schema
 
 __all__ = ["Calls"]
@@ -30,12 +30,32 @@ class Calls:
     """
 
     def __init__(
-        self, client: Any, schema: Schema, *, max_attempts: int, max_in_flight: int
+        self, client: Any, schema: Schema, *, max_attempts: int, max_in_flight: int | None
     ) -> None:
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+        if max_in_flight is None:
+            config = getattr(getattr(client, "meta", None), "config", None)
+            max_in_flight = getattr(config, "max_pool_connections", None) or 10
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
         self.client = client
         self.schema = schema
         self.max_attempts = max_attempts
         self._slots = asyncio.Semaphore(max_in_flight)
+        attempts = client_attempts(client)
+        if attempts > 1:
+            # A retry inside botocore is invisible here: a write whose first answer was lost
+            # and that botocore resent looks refused (ResponseMetadata.RetryAttempts is the
+            # only trace, which the rules check), and every retry stretches a call that the
+            # locker's deadline must bound.
+            get_logger().warning(
+                "the DynamoDB client for table %r retries by itself (up to %d attempts); "
+                "lease writes are retried by aiolease within their deadline: configure the "
+                "client with retries={'total_max_attempts': 1} or use LockStore.connect()",
+                schema.table_name,
+                attempts,
+            )
 
     async def call(
         self,

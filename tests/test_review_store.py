@@ -666,3 +666,72 @@ async def test_an_acquisition_cancelled_while_its_refusal_is_read_back_is_undone
         await task
     row = await raw_item(client, store, "a")
     assert row is not None and "ProcessID" not in row, "a landed acquisition was left held"
+
+
+# -- second review: refusals, floors and undos ---------------------------------------------------
+
+
+async def test_a_refused_acquire_of_a_row_held_by_the_same_lessee_is_not_ours(
+    client: Any, table_name: str
+) -> None:
+    # Two tasks sharing a lessee, one store, the same explicit until: only the first holds.
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("r")
+    request = LeaseRequest("w", 30)
+    until = datetime.now(UTC) + timedelta(seconds=20)
+    first = await store.acquire("r", request, until)
+    for _ in range(2):
+        with pytest.raises(LeaseNotObtainedError):
+            await store.acquire("r", request, until)
+    # Another store of the same lessee (a second locker): its unambiguous refusal either.
+    with pytest.raises(LeaseNotObtainedError):
+        await LockStore(client, table_name).acquire("r", request, until)
+    item = await store.get_item("r")
+    assert item is not None and item.fencing_token == first.fencing_token
+
+
+async def test_a_pool_acquisition_on_a_coarse_clock_has_one_holder(
+    client: Any, table_name: str
+) -> None:
+    # A clock that does not move between the attempts (Windows' 15.6 ms ticks, at worst).
+    frozen = time.time_ns()
+    store = LockStore(client, table_name, clock=lambda: frozen)
+    await store.create_table()
+    await store.add_item("r")
+    free = await store.get_item("r")
+    assert free is not None
+    request = LeaseRequest("w", 30)
+    await store.acquire("r", request, expect=free)
+    for _ in range(2):
+        with pytest.raises(LeaseNotObtainedError):
+            await store.acquire("r", request, expect=free)
+
+
+async def test_an_undo_never_frees_a_live_lease_of_the_same_lessee(
+    client: Any, plain: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = plain
+    await store.add_item("r")
+    request = LeaseRequest("w", 30)
+    until = datetime.now(UTC) + timedelta(seconds=20)
+    held = await store.acquire("r", request, until)
+    with pytest.raises(LeaseNotObtainedError):
+        await store.acquire("r", LeaseRequest("other", 30))  # any refusal of the row
+    sent = asyncio.Event()
+
+    def hang_sent(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        sent.set()
+        return faults.hang(call)
+
+    proxy.inject("update_item", hang_sent)  # a second acquisition, never answered
+    task = asyncio.create_task(store.acquire("r", request, until))
+    await sent.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await raw_item(client, store, "r")
+    assert row is not None and row.get("ProcessID") == {"S": "w"}, "the undo freed a live lease"
+    assert int(row["LeaseToken"]["N"]) == held.fencing_token
+    with pytest.raises(LeaseNotObtainedError):
+        await store.acquire("r", LeaseRequest("other", 30))

@@ -1015,6 +1015,9 @@ class LockStore:
                 row = await self._refused_row(failed, lease_id)
                 if row is None:
                     return None
+                if not self._leasable(row):
+                    # Its token (read as 0) can never match: not a row that "kept changing".
+                    raise self._malformed_error(lease_id, row) from None
                 if (
                     (ambiguous or failed.retried)
                     and self.lessee_attribute not in row
@@ -1085,14 +1088,15 @@ class LockStore:
         if expect is None:
             # A string token would fail the increment (a ValidationException, not a refusal).
             token = "(attribute_not_exists(#t) OR attribute_type(#t, :n))"
-        elif expect.fencing_token > 0:
+        elif expect.fencing_token != 0:
             # The token as read pins the row, free or held: a late duplicate of this request
             # (timed out, undone) cannot re-take the row once anyone has written it since,
             # and a token read as malformed (0) or a fraction is never matched.
             token = "#t = :ot"
             values[":ot"] = {"N": str(expect.fencing_token)}
         else:
-            token = "attribute_not_exists(#t)"
+            # No token, or a stored 0 (a hand-made row): neither test holds for a malformed one.
+            token = "(attribute_not_exists(#t) OR #t = :zero)"
         condition = f"attribute_exists(#k) AND {token} AND ({takeable})"
         if not re.search(r":n\b", condition):
             del values[":n"]  # DynamoDB refuses unused values
@@ -1274,11 +1278,12 @@ class LockStore:
     def _tenure(lessee_id: str, token: int) -> tuple[str, dict[str, Any]]:
         """The condition (and its values) that the row is still in this tenure."""
         values: dict[str, Any] = {":l": {"S": lessee_id}}
-        if token > 0:
+        if token != 0:
             values[":t"] = {"N": str(token)}
             return "#l = :l AND #t = :t", values
-        # A row only ever leased by Go workers, which keep no token.
-        return "#l = :l AND attribute_not_exists(#t)", values
+        # A row only ever leased by Go workers, which keep no token, or a stored token 0.
+        values[":zero"] = {"N": "0"}
+        return "#l = :l AND (attribute_not_exists(#t) OR #t = :zero)", values
 
     async def _renew(
         self, lease: Lease, until: datetime | None, *, return_attributes: bool
@@ -1388,9 +1393,11 @@ class LockStore:
         """Whether ``row`` is still in ``lease``'s tenure (lessee and token)."""
         if row is None or self._str(row, self.lessee_attribute) != lease.lessee_id:
             return False
-        if lease.fencing_token == 0:
-            return self.token_attribute not in row
-        return self._int(row, self.token_attribute, strict=False) == lease.fencing_token
+        # _leasable: a malformed token (read as 0) never matches token 0 (no token, or a 0).
+        return (
+            self._leasable(row)
+            and self._int(row, self.token_attribute, strict=False) == lease.fencing_token
+        )
 
     def _stored_until(self, row: Mapping[str, Any] | None) -> int | None:
         """The row's ``LeaseUntil`` if it is a whole number, else ``None``."""

@@ -735,3 +735,89 @@ async def test_an_undo_never_frees_a_live_lease_of_the_same_lessee(
     assert int(row["LeaseToken"]["N"]) == held.fencing_token
     with pytest.raises(LeaseNotObtainedError):
         await store.acquire("r", LeaseRequest("other", 30))
+
+
+# -- second review: token 0 (and malformed tokens) on held and free rows -------------------------
+
+
+async def _set_row(client: Any, store: LockStore, lease_id: str, **values: dict[str, str]) -> None:
+    await client.update_item(
+        TableName=store.table_name,
+        Key={store.hash_key: {"S": lease_id}},
+        UpdateExpression="SET " + ", ".join(f"#{n} = :{n}" for n in values),
+        ExpressionAttributeNames={f"#{n}": n for n in values},
+        ExpressionAttributeValues={f":{n}": v for n, v in values.items()},
+    )
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["free", "expired"])
+async def test_a_row_with_token_zero_is_obtained_from_the_pool(
+    client: Any, store: LockStore, held: bool
+) -> None:
+    await store.add_item("z")
+    await _set_row(client, store, "z", LeaseToken={"N": "0"})
+    if held:
+        past = str(time.time_ns() - 10 * 10**9)
+        await _set_row(client, store, "z", ProcessID={"S": "go"}, LeaseUntil={"N": past})
+    lease = await Locker(store).obtain_lease(A)
+    assert lease.lease_id == "z" and lease.fencing_token == 1
+
+
+@pytest.mark.parametrize("token", ["0", "-1"])
+async def test_force_release_frees_a_held_row_with_token_zero_or_negative(
+    client: Any, table_name: str, token: str
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    future = {"N": str(time.time_ns() + 30 * 10**9)}
+    for lease_id in ("read", "shown"):
+        await store.add_item(lease_id)
+        await _set_row(
+            client,
+            store,
+            lease_id,
+            ProcessID={"S": "go"},
+            LeaseUntil=future,
+            LeaseToken={"N": token},
+        )
+    before = await store.force_release("read")
+    assert before is not None and before.lessee_id == "go"
+    shown = await store.get_item("shown")
+    assert shown is not None
+    assert await store.force_release("shown", expect=shown) == shown
+    for lease_id in ("read", "shown"):
+        row = await raw_item(client, store, lease_id)
+        assert row is not None and "ProcessID" not in row
+        assert row["LeaseToken"] == {"N": token}
+
+
+async def test_a_token_zero_lease_reentered_through_lease_is_renewed_and_released(
+    client: Any, table_name: str
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("z")
+    future = {"N": str(time.time_ns() + 30 * 10**9)}
+    await _set_row(
+        client, store, "z", ProcessID={"S": "worker-a"}, LeaseUntil=future, LeaseToken={"N": "0"}
+    )
+    lease = await store.lease("z", A)
+    assert lease.fencing_token == 0
+    renewed = await store.renew(lease)
+    assert await store.release(renewed) is True
+
+
+@pytest.mark.parametrize("token", [{"S": "seven"}, {"N": "1.5"}])
+async def test_force_release_of_a_held_malformed_row_names_the_malformed_token(
+    client: Any, table_name: str, token: dict[str, str]
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("m")
+    future = {"N": str(time.time_ns() + 30 * 10**9)}
+    await _set_row(client, store, "m", ProcessID={"S": "go"}, LeaseUntil=future, LeaseToken=token)
+    with pytest.raises(LeaseStoreError, match="malformed"):
+        await store.force_release("m")
+    shown = await store.get_item("m")
+    with pytest.raises(LeaseStoreError, match="malformed"):
+        await store.force_release("m", expect=shown)

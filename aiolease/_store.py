@@ -1104,6 +1104,7 @@ class LockStore:
         ours_token = None if expect is None else expect.fencing_token + 1
         sent_at, until_ns = 0.0, 0
         ambiguous = False  # an attempt was retried: it may have landed unanswered
+        landed = False  # the write was answered: it landed
 
         def note_ambiguous() -> None:
             nonlocal ambiguous
@@ -1157,6 +1158,7 @@ class LockStore:
                     self._note_malformed(lease_id, old)
                     raise self._malformed_error(lease_id, old) from None
                 return old
+            landed = True
             row = response.get("Attributes")
             if not row:
                 # Answered 200 without the row asked for (some compatible servers): read it.
@@ -1183,11 +1185,17 @@ class LockStore:
                 extra=lease_fields(lease),
             )
             return lease
-        except (asyncio.CancelledError, LeaseUnavailableError) as exc:
+        except (asyncio.CancelledError, LeaseUnavailableError, LeaseStoreError) as exc:
             # The write (or an attempt of it whose answer was lost, while its refusal or its
             # row was being read) may have reached DynamoDB with nobody left to heartbeat or
             # release it: undo it before this call returns (shielded, bounded; if it cannot
-            # finish in time it goes on in the background, which aclose() awaits).
+            # finish in time it goes on in the background, which aclose() awaits). A store
+            # error (a denied retry or read-back) only after an attempt that may have landed;
+            # a malformed row's landed write was undone above already.
+            if isinstance(exc, LeaseStoreError) and (
+                isinstance(exc, _MalformedRowError) or not (ambiguous or landed)
+            ):
+                raise
             if until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
                 undo = self._undo_acquire(key, lease_id, request.lessee_id, until_ns, ours_token)
                 if await self._run_shielded(undo) and not isinstance(exc, asyncio.CancelledError):

@@ -821,3 +821,29 @@ async def test_force_release_of_a_held_malformed_row_names_the_malformed_token(
     shown = await store.get_item("m")
     with pytest.raises(LeaseStoreError, match="malformed"):
         await store.force_release("m", expect=shown)
+
+
+# -- second review: a possibly-landed acquisition ending in a store error is undone --------------
+
+
+def _denied(operation: str) -> faults.Fault:
+    return lambda call: _raise(faults.client_error("AccessDeniedException", 400, operation))
+
+
+@pytest.mark.parametrize("where", ["retry", "read-back"])
+async def test_a_landed_acquisition_ending_in_a_store_error_is_undone(
+    client: Any, plain: tuple[LockStore, FaultyClient], where: str
+) -> None:
+    store, proxy = plain
+    await store.add_item("a")
+    if where == "retry":
+        # The first attempt lands, its answer is lost; the retry is denied.
+        proxy.inject("update_item", faults.drop_response, _denied("UpdateItem"))
+    else:
+        # The retry is refused without the row; reading it back is denied.
+        proxy.inject("update_item", drop_and_strip, strip_item)
+        proxy.inject("get_item", _denied("GetItem"))
+    with pytest.raises(LeaseStoreError):
+        await store.acquire("a", A)
+    row = await raw_item(client, store, "a")
+    assert row is not None and "ProcessID" not in row, "a landed acquisition was left held"

@@ -718,9 +718,9 @@ class LockStore:
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
         In the indexed layout the row also gets its bucket (see :meth:`bucket_of`). After an
-        attempt whose answer was lost, a row that is exactly what this call writes counts as
-        created by it (so an identical row registered by someone else in that instant would
-        too: the one ambiguity left).
+        attempt whose answer was lost, a row with this call's attributes (and bucket) counts
+        as created by it, whatever lease was taken on it since (so an identical row registered
+        by someone else in that instant would too: the one ambiguity left).
         """
         key = self._key(lease_id)
         names = {"#k": self.hash_key, "#u": self.until_attribute}
@@ -760,11 +760,22 @@ class LockStore:
         except _Expected as failed:
             if not (ambiguous or failed.retried):
                 return False
-            # An attempt whose answer was lost may have created the row: it is ours if it is
-            # exactly what we wrote (free, LeaseUntil 0, our attributes). Residual ambiguity:
-            # an identical row registered by someone else in between also reads as ours.
+            # An attempt whose answer was lost may have created the row: it is ours if it has
+            # our key, attributes and bucket; not the bookkeeping, which a pool worker may
+            # have leased since. Residual ambiguity: an identical row registered by someone
+            # else in between also reads as ours.
             row = await self._read_row(lease_id, full=True)
-            return row is not None and self._plain(row) == self._plain(written)
+
+            def registered(r: Mapping[str, Any]) -> dict[str, Any]:
+                return self._plain(
+                    {
+                        k: v
+                        for k, v in r.items()
+                        if k == self.bucket_attribute or k not in self._bookkeeping
+                    }
+                )
+
+            return row is not None and registered(row) == registered(written)
         return True
 
     async def get_item(
@@ -1271,7 +1282,7 @@ class LockStore:
                 "the row stays held until it expires",
                 lease_id,
                 lessee,
-                exc or "timed out",
+                str(exc) or f"timed out after {_CLEANUP_TIMEOUT} s",
                 extra={"lease_id": lease_id, "lessee_id": lessee},
             )
             return

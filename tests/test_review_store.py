@@ -847,3 +847,48 @@ async def test_a_landed_acquisition_ending_in_a_store_error_is_undone(
         await store.acquire("a", A)
     row = await raw_item(client, store, "a")
     assert row is not None and "ProcessID" not in row, "a landed acquisition was left held"
+
+
+# -- second review: nits -------------------------------------------------------------------------
+
+
+async def test_an_undo_that_times_out_says_so(
+    client: Any,
+    plain: tuple[LockStore, FaultyClient],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiolease._store as store_module
+
+    monkeypatch.setattr(store_module, "_CLEANUP_TIMEOUT", 0.2)
+    caplog.set_level(logging.WARNING, logger="aiolease")
+    store, proxy = plain
+    await store.add_item("a")
+    landed = asyncio.Event()
+    proxy.inject("update_item", faults.land_then_hang(landed), faults.hang)  # the undo hangs
+    task = asyncio.create_task(store.acquire("a", A))
+    await landed.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.aclose()  # waits for the undo, if it outlived the call
+    warnings = [r.getMessage() for r in caplog.records if "could not undo" in r.getMessage()]
+    assert warnings and "timed out after 0.2 s" in warnings[0], warnings
+
+
+async def test_add_item_whose_row_was_leased_before_the_read_back_reports_true(
+    client: Any, faulty: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = faulty
+    other = LockStore(client, store.table_name)  # acquiring needs no layout options
+
+    def land_then_leased(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        async def run() -> Any:
+            await call()
+            await other.acquire("a", B)  # a pool worker takes the new row at once
+            raise ReadTimeoutError(endpoint_url="injected")
+
+        return run()
+
+    proxy.inject("update_item", land_then_leased)
+    assert await store.add_item("a", {"v": 1}) is True

@@ -82,10 +82,13 @@ _BACKOFF_CAP = 1.0
 # How long the undo of a cancelled acquisition may take; the cancelled call waits for it
 # this long at most (what is left is awaited by aclose()).
 _CLEANUP_TIMEOUT = 5.0
-# Rows whose last written LeaseUntil the store remembers (see _send_times): beyond this the
+# Rows whose issued LeaseUntil values the store remembers (see _send_times): beyond this the
 # least recently written are forgotten, which only costs uniqueness against a clock that
 # repeats a value, never safety (renewals are conditioned on the stored expiry anyway).
 _MAX_FLOORS = 100_000
+# Per row, at most this many unexpired values (writes that landed or may have: a refusal
+# answered at the first attempt forgets its value at once; renewals add about one per period).
+_MAX_ISSUED = 16
 # force_release() without expect reads, then frees conditioned on what it read: this many
 # tries if the row keeps changing in between.
 _FORCE_RELEASE_ATTEMPTS = 3
@@ -274,9 +277,11 @@ class LockStore:
         }
         # Kept apart from _names, which some writes pass whole: DynamoDB refuses unused names.
         self._duration_names = {"#d": duration_attribute}
-        # Per row, the last LeaseUntil this store wrote: the next write of the row goes above
-        # it, so a lost-answer retry recognises its own write (never stretching other rows).
-        self._floors: OrderedDict[str, int] = OrderedDict()
+        # Per row, the unexpired LeaseUntil values this store issued for writes that landed
+        # or may have: a new write of the row never reuses one (it goes just above on an exact
+        # collision), so a lost-answer retry and an undo recognise their own write. Neither
+        # other rows nor other values of the row stretch it.
+        self._floors: OrderedDict[str, list[int]] = OrderedDict()
         # Rows found with a malformed LeaseToken: read before any further write, logged once.
         self._malformed: set[str] = set()
         self._warned_malformed: set[str] = set()
@@ -713,9 +718,9 @@ class LockStore:
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
         In the indexed layout the row also gets its bucket (see :meth:`bucket_of`). After an
-        attempt whose answer was lost, a row that is exactly what this call writes counts as
-        created by it (so an identical row registered by someone else in that instant would
-        too: the one ambiguity left).
+        attempt whose answer was lost, a row with this call's attributes (and bucket) counts
+        as created by it, whatever lease was taken on it since (so an identical row registered
+        by someone else in that instant would too: the one ambiguity left).
         """
         key = self._key(lease_id)
         names = {"#k": self.hash_key, "#u": self.until_attribute}
@@ -755,11 +760,22 @@ class LockStore:
         except _Expected as failed:
             if not (ambiguous or failed.retried):
                 return False
-            # An attempt whose answer was lost may have created the row: it is ours if it is
-            # exactly what we wrote (free, LeaseUntil 0, our attributes). Residual ambiguity:
-            # an identical row registered by someone else in between also reads as ours.
+            # An attempt whose answer was lost may have created the row: it is ours if it has
+            # our key, attributes and bucket; not the bookkeeping, which a pool worker may
+            # have leased since. Residual ambiguity: an identical row registered by someone
+            # else in between also reads as ours.
             row = await self._read_row(lease_id, full=True)
-            return row is not None and self._plain(row) == self._plain(written)
+
+            def registered(r: Mapping[str, Any]) -> dict[str, Any]:
+                return self._plain(
+                    {
+                        k: v
+                        for k, v in r.items()
+                        if k == self.bucket_attribute or k not in self._bookkeeping
+                    }
+                )
+
+            return row is not None and registered(row) == registered(written)
         return True
 
     async def get_item(
@@ -955,13 +971,8 @@ class LockStore:
             # lease had not expired.
             token = self._int(old, self.token_attribute, strict=False)
             if self.lessee_attribute not in old:
-                freed = token == lease.fencing_token
-            else:
-                freed = token > lease.fencing_token and lease.until_ns > self._clock()
-            if freed:
-                self._floors.pop(lease.lease_id, None)
-            return freed
-        self._floors.pop(lease.lease_id, None)
+                return token == lease.fencing_token
+            return token > lease.fencing_token and lease.until_ns > self._clock()
         return True
 
     async def force_release(
@@ -1015,6 +1026,9 @@ class LockStore:
                 row = await self._refused_row(failed, lease_id)
                 if row is None:
                     return None
+                if not self._leasable(row):
+                    # Its token (read as 0) can never match: not a row that "kept changing".
+                    raise self._malformed_error(lease_id, row) from None
                 if (
                     (ambiguous or failed.retried)
                     and self.lessee_attribute not in row
@@ -1036,7 +1050,6 @@ class LockStore:
                 f"{lease_id!r} in table {self.table_name!r} kept changing; not released",
                 lease_id=lease_id,
             )
-        self._floors.pop(lease_id, None)
         return current
 
     # -- the writes ---------------------------------------------------------------------
@@ -1086,20 +1099,27 @@ class LockStore:
         if expect is None:
             # A string token would fail the increment (a ValidationException, not a refusal).
             token = "(attribute_not_exists(#t) OR attribute_type(#t, :n))"
-        elif expect.fencing_token > 0:
+        elif expect.fencing_token != 0:
             # The token as read pins the row, free or held: a late duplicate of this request
             # (timed out, undone) cannot re-take the row once anyone has written it since,
             # and a token read as malformed (0) or a fraction is never matched.
             token = "#t = :ot"
             values[":ot"] = {"N": str(expect.fencing_token)}
         else:
-            token = "attribute_not_exists(#t)"
+            # No token, or a stored 0 (a hand-made row): neither test holds for a malformed one.
+            token = "(attribute_not_exists(#t) OR #t = :zero)"
         condition = f"attribute_exists(#k) AND {token} AND ({takeable})"
         if not re.search(r":n\b", condition):
             del values[":n"]  # DynamoDB refuses unused values
         values.update({":l": {"S": request.lessee_id}, ":zero": {"N": "0"}, ":one": {"N": "1"}})
         ours_token = None if expect is None else expect.fencing_token + 1
         sent_at, until_ns = 0.0, 0
+        ambiguous = False  # an attempt was retried: it may have landed unanswered
+        landed = False  # the write was answered: it landed
+
+        def note_ambiguous() -> None:
+            nonlocal ambiguous
+            ambiguous = True
 
         def stamp() -> None:
             nonlocal sent_at, until_ns
@@ -1126,21 +1146,30 @@ class LockStore:
                     ),
                     lease_id=lease_id,
                     expect={"ConditionalCheckFailedException"},
+                    on_retry=note_ambiguous,
                     on_first_send=stamp,
                 )
             except _Expected as failed:
+                ambiguous = ambiguous or failed.retried
                 old = await self._refused_row(failed, lease_id, full=True)
-                if old is not None and self._is_ours(old, request.lessee_id, until_ns, ours_token):
+                if (
+                    ambiguous
+                    and old is not None
+                    and self._is_ours(old, request.lessee_id, until_ns, ours_token)
+                ):
                     # Our own write, applied by an attempt whose answer was lost: until_ns is
-                    # unique per row for this store, so nobody else can have written this row.
+                    # unique per row for this store, so no other write of it shows this value.
+                    # Only after a retry: a first refusal is never of our own write, even if
+                    # the row shows the same lessee and expiry (another task or store).
                     return self._lease(lease_id, request, old, sent_at=sent_at)
-                # Not written: its expiry must not lift the next write of this row (a refused
-                # 60 s request would stretch a later 2 s lease of this store to 60 s).
-                self._floors.pop(lease_id, None)
+                if not ambiguous:
+                    # Refused at its only attempt: nothing of it is in flight, its value may go.
+                    self._forget_floor(lease_id, until_ns)
                 if old is not None and not self._leasable(old):
                     self._note_malformed(lease_id, old)
                     raise self._malformed_error(lease_id, old) from None
                 return old
+            landed = True
             row = response.get("Attributes")
             if not row:
                 # Answered 200 without the row asked for (some compatible servers): read it.
@@ -1167,11 +1196,17 @@ class LockStore:
                 extra=lease_fields(lease),
             )
             return lease
-        except (asyncio.CancelledError, LeaseUnavailableError) as exc:
+        except (asyncio.CancelledError, LeaseUnavailableError, LeaseStoreError) as exc:
             # The write (or an attempt of it whose answer was lost, while its refusal or its
             # row was being read) may have reached DynamoDB with nobody left to heartbeat or
             # release it: undo it before this call returns (shielded, bounded; if it cannot
-            # finish in time it goes on in the background, which aclose() awaits).
+            # finish in time it goes on in the background, which aclose() awaits). A store
+            # error (a denied retry or read-back) only after an attempt that may have landed;
+            # a malformed row's landed write was undone above already.
+            if isinstance(exc, LeaseStoreError) and (
+                isinstance(exc, _MalformedRowError) or not (ambiguous or landed)
+            ):
+                raise
             if until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
                 undo = self._undo_acquire(key, lease_id, request.lessee_id, until_ns, ours_token)
                 if await self._run_shielded(undo) and not isinstance(exc, asyncio.CancelledError):
@@ -1238,19 +1273,19 @@ class LockStore:
                     expect={"ConditionalCheckFailedException"},
                 )
         except _Expected:
-            self._floors.pop(lease_id, None)
-            return  # the cancelled write never landed (or was already undone)
+            # The cancelled write never landed (or was already undone); it may still be in
+            # flight, so its value stays issued.
+            return
         except (LeaseError, TimeoutError) as exc:
             get_logger().warning(
                 "could not undo the cancelled acquisition of %s by %s: %s; "
                 "the row stays held until it expires",
                 lease_id,
                 lessee,
-                exc or "timed out",
+                str(exc) or f"timed out after {_CLEANUP_TIMEOUT} s",
                 extra={"lease_id": lease_id, "lessee_id": lessee},
             )
             return
-        self._floors.pop(lease_id, None)
         get_logger().info(
             "undid the cancelled acquisition of %s by %s",
             lease_id,
@@ -1262,11 +1297,12 @@ class LockStore:
     def _tenure(lessee_id: str, token: int) -> tuple[str, dict[str, Any]]:
         """The condition (and its values) that the row is still in this tenure."""
         values: dict[str, Any] = {":l": {"S": lessee_id}}
-        if token > 0:
+        if token != 0:
             values[":t"] = {"N": str(token)}
             return "#l = :l AND #t = :t", values
-        # A row only ever leased by Go workers, which keep no token.
-        return "#l = :l AND attribute_not_exists(#t)", values
+        # A row only ever leased by Go workers, which keep no token, or a stored token 0.
+        values[":zero"] = {"N": "0"}
+        return "#l = :l AND (attribute_not_exists(#t) OR #t = :zero)", values
 
     async def _renew(
         self, lease: Lease, until: datetime | None, *, return_attributes: bool
@@ -1290,7 +1326,14 @@ class LockStore:
 
         restamped = False
         row: Mapping[str, Any] | None = None
+        ambiguous = False  # this request was retried: it may have landed unanswered
+
+        def note_ambiguous() -> None:
+            nonlocal ambiguous
+            ambiguous = True
+
         while True:
+            ambiguous = False
             try:
                 response = await self._call(
                     lambda: self.client.update_item(
@@ -1308,33 +1351,38 @@ class LockStore:
                     ),
                     lease_id=lease.lease_id,
                     expect={"ConditionalCheckFailedException"},
+                    on_retry=note_ambiguous,
                     on_first_send=None if restamped else stamp,
                 )
             except _Expected as failed:
+                ambiguous = ambiguous or failed.retried
                 old = await self._refused_row(failed, lease.lease_id, full=return_attributes)
                 stored = self._stored_until(old) if self._holds(old, lease) else None
-                if old is not None and stored == until_ns:
+                if old is not None and stored == until_ns and ambiguous:
                     # Our own write, applied by an attempt whose answer was lost.
                     row = old
                     break
-                if old is not None and stored is not None and stored > until_ns and restamped:
-                    # Still our tenure, moved past our re-stamp by another write of this very
-                    # lease (a concurrent renewal): the row changed, so it is renewed, and
+                if stored is not None and stored >= until_ns and restamped:
+                    # Still our tenure, moved to or past our re-stamp by another write of this
+                    # very lease (a concurrent renewal): the row changed, so it is renewed, and
                     # the local deadline (from our send) ends before the stored expiry.
                     row, until_ns = old, stored
                     break
-                if stored is not None and stored > until_ns and not restamped:
-                    # Still ours, but the stored expiry is later than ours: this holder's
-                    # clock stepped back, or an explicit until was sooner. Write just above
-                    # it; the local deadline still counts from the first send, and ends
-                    # before the stored expiry that others see.
-                    until_ns = stored + 1
-                    self._note_floor(lease.lease_id, until_ns)
+                if stored is not None and stored >= until_ns and not restamped:
+                    # Still ours, but the stored expiry is not earlier than ours: this
+                    # holder's clock stepped back, or an explicit until was sooner (or the
+                    # same, written by another store of this lease). Write just above it; the
+                    # local deadline still counts from the first send. For a sooner until it
+                    # ends before the stored expiry; after a backward clock step of X it can
+                    # end up to X (real time) after stored + 1: this holder's clock error,
+                    # which max_clock_skew must cover like any skew.
+                    until_ns = self._note_floor(lease.lease_id, stored + 1)
                     values[":u"] = {"N": str(until_ns)}
                     values[":d"] = self._duration_value(lease.request, until_ns)
                     restamped = True
                     continue
-                self._floors.pop(lease.lease_id, None)
+                if not ambiguous:
+                    self._forget_floor(lease.lease_id, until_ns)
                 reason = self._describe(old)
                 raise LeaseLostError(
                     f"lease on {lease.lease_id!r} (token {lease.fencing_token}) is lost: "
@@ -1364,9 +1412,11 @@ class LockStore:
         """Whether ``row`` is still in ``lease``'s tenure (lessee and token)."""
         if row is None or self._str(row, self.lessee_attribute) != lease.lessee_id:
             return False
-        if lease.fencing_token == 0:
-            return self.token_attribute not in row
-        return self._int(row, self.token_attribute, strict=False) == lease.fencing_token
+        # _leasable: a malformed token (read as 0) never matches token 0 (no token, or a 0).
+        return (
+            self._leasable(row)
+            and self._int(row, self.token_attribute, strict=False) == lease.fencing_token
+        )
 
     def _stored_until(self, row: Mapping[str, Any] | None) -> int | None:
         """The row's ``LeaseUntil`` if it is a whole number, else ``None``."""
@@ -1546,33 +1596,44 @@ class LockStore:
         ``sent_at`` (loop time) is read before the wall clock, so the holder's local deadline
         (``sent_at + duration``) never ends after the expiry others see. An explicit expiry
         sooner than now + duration moves ``sent_at`` back by the difference, for the same
-        reason. ``until_ns`` defaults to now + duration; it is made unique per row (above the
-        last value this store wrote to that row), so that a lost-response retry can recognise
-        its own write. Other rows never stretch it.
+        reason. ``until_ns`` defaults to now + duration; it is made unique per row (never a
+        value this store issued for that row that may be stored or in flight and has not
+        expired: just above it on an exact collision), so that a lost-response retry and an
+        undo recognise their own write. Other rows and other values never stretch it.
         """
         sent_at = asyncio.get_running_loop().time()
         now = self._clock()
         natural = now + int(request.duration * 1e9)
         value = natural if until_ns is None else until_ns
-        floor = self._floors.get(lease_id)
-        if floor is not None and value <= floor:
-            value = floor + 1
-        self._note_floor(lease_id, value, now)
+        value = self._note_floor(lease_id, value, now)
         return sent_at - max(0, natural - value) / 1e9, value
 
-    def _note_floor(self, lease_id: str, until_ns: int, now: int | None = None) -> None:
-        """Remember the last ``LeaseUntil`` written to ``lease_id``; forget expired ones."""
-        self._floors[lease_id] = until_ns
-        self._floors.move_to_end(lease_id)
+    def _note_floor(self, lease_id: str, until_ns: int, now: int | None = None) -> int:
+        """Issue ``until_ns`` (or just above, if issued already) for ``lease_id``; return it.
+
+        Forgets the row's expired values, and a few rows whose values have all expired: an
+        expired value cannot collide with a new now + duration.
+        """
         now = self._clock() if now is None else now
-        # A floor in the past cannot lift a new now + duration: drop the oldest such few.
+        issued = [value for value in self._floors.pop(lease_id, ()) if value >= now]
+        while until_ns in issued:
+            until_ns += 1
+        issued.append(until_ns)
+        self._floors[lease_id] = issued[-_MAX_ISSUED:]
         for _ in range(4):
-            oldest, value = next(iter(self._floors.items()))
-            if value >= now or oldest == lease_id:
+            oldest, values = next(iter(self._floors.items()))
+            if oldest == lease_id or any(value >= now for value in values):
                 break
             self._floors.popitem(last=False)
         while len(self._floors) > _MAX_FLOORS:
             self._floors.popitem(last=False)
+        return until_ns
+
+    def _forget_floor(self, lease_id: str, until_ns: int) -> None:
+        """Forget an issued value whose write surely did not land and is not in flight."""
+        issued = self._floors.get(lease_id)
+        if issued is not None and until_ns in issued:
+            issued.remove(until_ns)
 
     async def _read_row(self, lease_id: str, *, full: bool = False) -> dict[str, Any] | None:
         """The raw row, read consistently (just the bookkeeping unless ``full``)."""

@@ -399,12 +399,20 @@ class Locker:
         limit = min(_MAX_RELEASE_TIME, lease.request.duration)
         try:
             async with asyncio.timeout(limit):
-                released = await self.store.release(lease)
+                released = await self.store.release_outcome(lease)
         except TimeoutError:
             why = f"timed out after {limit:g} s"
         except LeaseError as exc:
             why = str(exc)
         else:
+            if released is None:
+                get_logger().warning(
+                    "releasing %s: an answer was lost and the item has a newer holder since; "
+                    "whether it took the item after this release or before cannot be known",
+                    _describe(lease),
+                    extra=lease_fields(lease),
+                )
+                return None
             if released:
                 get_logger().info("released %s", _describe(lease), extra=lease_fields(lease))
             else:

@@ -929,6 +929,22 @@ class LockStore:
 
         Returns ``True`` if it freed it, ``False`` if the lease no longer held it. Keeps the
         row, its fencing token and the user's attributes; never frees another holder's lease.
+        When an answer was lost and the row has passed to another holder since, the outcome
+        cannot be known: then it is ``True`` while the lease had not expired (nobody could
+        have taken the row unless it was freed), see :meth:`release_outcome`.
+        """
+        outcome = await self.release_outcome(lease)
+        if outcome is None:
+            return lease.until_ns > self._clock()
+        return outcome
+
+    async def release_outcome(self, lease: Lease) -> bool | None:
+        """:meth:`release`, telling an undecidable outcome apart: ``None``.
+
+        ``None`` means an attempt's answer was lost and a retry found the row held by a newer
+        holder: the lost attempt may have freed the row (and the newer holder took it after
+        it), or the row may have been taken from this lease before. The locker uses this so
+        that such a release is neither reported as a loss nor as a clean release.
         """
         self._check_lease(lease)
         key = self._key(lease.lease_id)
@@ -966,13 +982,12 @@ class LockStore:
             old = await self._refused_row(failed, lease.lease_id)
             if old is None:
                 return False
-            # If that attempt freed the row, the row is free under our token now; or another
-            # holder has taken it since, which it could only do through our release while our
-            # lease had not expired.
+            # If that attempt freed the row, the row is free under our token now; a newer
+            # holder may have taken it after our lost release, or from us before it.
             token = self._int(old, self.token_attribute, strict=False)
             if self.lessee_attribute not in old:
                 return token == lease.fencing_token
-            return token > lease.fencing_token and lease.until_ns > self._clock()
+            return None if token > lease.fencing_token else False
         return True
 
     async def force_release(

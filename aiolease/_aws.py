@@ -10,7 +10,7 @@ from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import LeaseStoreError
+from aiolease import LeaseStoreError
 
 __all__ = ["has_credentials", "is_loopback", "make_session", "wants_fake_credentials"]
 
@@ -33,7 +33,7 @@ def make_session(
         except bce.ProfileNotFound as exc:
             raise LeaseStoreError(str(exc), table=table, hash_key=hash_key) from None
     if wants_fake_credentials(profile=None, endpoint_url=endpoint_url):
-        from .testing import fake_session
+        from aiolease.testing import fake_session
 
         return fake_session()
     return None

@@ -551,3 +551,39 @@ async def test_a_lease_taken_during_a_short_body_raises_lease_lost(
         assert isinstance(info.value.__cause__, ValueError)
     assert await holder_of(client, store, "a") == "thief"
     assert current_task().cancelling() == 0
+
+
+async def test_an_outer_cancel_during_the_release_is_not_swallowed_after_the_body_uncancelled(
+    spied: tuple[LockStore, Spy],
+) -> None:
+    # The task enters with a cancellation request pending (cancelling() == 1) and the body
+    # settles it with uncancel(). A new cancellation from outside that arrives while the
+    # scope waits for its release must still end the task, not pass for a leftover of ours.
+    store, spy = spied
+    await store.add_item("a")
+    releasing = asyncio.Event()
+
+    async def slow_release(call: Call) -> Any:
+        releasing.set()
+        await asyncio.sleep(0.5)
+        return await call()
+
+    spy.hooks["release"] = slow_release
+    locker = Locker(store)
+
+    async def worker() -> None:
+        task = current_task()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+        assert task.cancelling() == 1
+        async with locker.lease(request(duration=3), "a"):
+            task.uncancel()  # the body handles the old request
+        await asyncio.sleep(1.0)  # reached only if the outer cancellation was swallowed
+
+    task = asyncio.create_task(worker())
+    await asyncio.wait_for(releasing.wait(), 5)
+    task.cancel()
+    await asyncio.wait([task])
+    assert task.cancelled(), "a cancellation from outside during the release was swallowed"
+    await locker.aclose()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from ._cli import main
+from .cli import main
+
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from ._errors import LeaseError, LeaseUnavailableError
+from ._errors import LeaseError, LeaseStoreError, LeaseUnavailableError, MalformedRowError
 from ._log import get_logger, lease_fields
 from ._table import Table
 from ._types import Lease, LeaseItem, LeaseRequest, check_expect, datetime_to_ns
@@ -26,13 +26,20 @@ CLEANUP_TIMEOUT = 5.0
 
 
 class _Sent:
-    """What the write was stamped with when first sent (nothing yet: 0)."""
+    """What the write was stamped with when first sent (nothing yet: 0), and what is known of
+    its fate: ``ambiguous`` once an attempt was retried (it may have landed unanswered),
+    ``landed`` once it was answered."""
 
-    __slots__ = ("at", "until_ns")
+    __slots__ = ("ambiguous", "at", "landed", "until_ns")
 
     def __init__(self) -> None:
         self.at = 0.0
         self.until_ns = 0
+        self.ambiguous = False
+        self.landed = False
+
+    def retried(self) -> None:
+        self.ambiguous = True
 
 
 async def acquire(
@@ -83,23 +90,33 @@ async def acquire(
     try:
         try:
             response = await table.calls.call(
-                "update_item", build, lease_id=lease_id, expect={CONDITION_FAILED}
+                "update_item",
+                build,
+                lease_id=lease_id,
+                expect={CONDITION_FAILED},
+                on_retry=sent.retried,
             )
         except Expected as failed:
+            sent.ambiguous = sent.ambiguous or failed.retried
             old = await table.refused_row(failed, lease_id, full=True)
-            if old is not None and rows.is_ours(
-                schema, old, request.lessee_id, sent.until_ns, ours_token
+            if (
+                sent.ambiguous
+                and old is not None
+                and rows.is_ours(schema, old, request.lessee_id, sent.until_ns, ours_token)
             ):
                 # Our own write, applied by an attempt whose answer was lost: until_ns is
-                # unique per row for this store, so nobody else can have written this row.
+                # unique per row for this store, so no other write of it shows this value.
+                # Only after a retry: a first refusal is never of our own write, even if the
+                # row shows the same lessee and expiry (another task or store).
                 return rows.lease(schema, lease_id, request, old, sent.at)
-            # Not written: its expiry must not lift the next write of this row (a refused
-            # 60 s request would stretch a later 2 s lease of this store to 60 s).
-            table.stamps.forget(lease_id)
+            if not sent.ambiguous:
+                # Refused at its only attempt: nothing of it is in flight, its value may go.
+                table.stamps.forget(lease_id, sent.until_ns)
             if old is not None and not rows.leasable(schema, old):
                 table.note_malformed(lease_id, old)
                 raise rows.malformed_error(schema, lease_id, old) from None
             return old
+        sent.landed = True
         row = response.get("Attributes")
         if not row:
             # Answered 200 without the row asked for (some compatible servers): read it.
@@ -128,11 +145,17 @@ async def acquire(
             extra=lease_fields(lease),
         )
         return lease
-    except (asyncio.CancelledError, LeaseUnavailableError) as exc:
+    except (asyncio.CancelledError, LeaseUnavailableError, LeaseStoreError) as exc:
         # The write (or an attempt of it whose answer was lost, while its refusal or its row
         # was being read) may have reached DynamoDB with nobody left to heartbeat or release
         # it: undo it before this call returns (shielded, bounded; if it cannot finish in
-        # time it goes on in the background, which the store's aclose() awaits).
+        # time it goes on in the background, which the store's aclose() awaits). A store
+        # error (a denied retry or read-back) only after an attempt that may have landed; a
+        # malformed row's landed write was undone above already.
+        if isinstance(exc, LeaseStoreError) and (
+            isinstance(exc, MalformedRowError) or not (sent.ambiguous or sent.landed)
+        ):
+            raise
         if sent.until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
             undo = _undo(table, lease_id, request.lessee_id, sent.until_ns, ours_token)
             cancelled = await table.tasks.run_shielded(undo, CLEANUP_TIMEOUT, table.clock)
@@ -153,17 +176,17 @@ async def _undo(table: Table, lease_id: str, lessee: str, until_ns: int, token: 
                 expect={CONDITION_FAILED},
             )
     except Expected:
-        table.stamps.forget(lease_id)
-        return  # the cancelled write never landed (or was already undone)
+        # The cancelled write never landed (or was already undone); it may still be in
+        # flight, so its value stays issued.
+        return
     except (LeaseError, TimeoutError) as exc:
         get_logger().warning(
             "could not undo the cancelled acquisition of %s by %s: %s; "
             "the row stays held until it expires",
             lease_id,
             lessee,
-            exc or "timed out",
+            str(exc) or f"timed out after {CLEANUP_TIMEOUT} s",
             extra=where,
         )
         return
-    table.stamps.forget(lease_id)
     get_logger().info("undid the cancelled acquisition of %s by %s", lease_id, lessee, extra=where)

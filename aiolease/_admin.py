@@ -148,8 +148,10 @@ async def add_item(
     except Expected as failed:
         if not (retried or failed.retried):
             return False
-        # An attempt whose answer was lost may have created the row: it is ours if it is
-        # exactly what we wrote (free, LeaseUntil 0, our attributes).
+        # An attempt whose answer was lost may have created the row: it is ours if it has
+        # our key, attributes and bucket; not the bookkeeping, which a pool worker may have
+        # leased since. Residual ambiguity: an identical row registered by someone else in
+        # between also reads as ours.
         row = await table.read_row(lease_id, full=True)
-        return row is not None and rows.plain(row) == rows.plain(written)
+        return row is not None and rows.registered(schema, row) == rows.registered(schema, written)
     return True

@@ -55,8 +55,9 @@ class Hold:
 class Keeper:
     """Keeps leases of one store alive: deadlines, renewals, release; work owned by ``tasks``.
 
-    Renewals and releases go through the store's public ``renew`` and ``release``, so a
-    store subclass that overrides them is honoured.
+    Renewals and releases go through the store's public ``renew`` and ``release_outcome``
+    (the form of ``release`` that tells an undecidable outcome apart), so a store subclass
+    that overrides them is honoured.
     """
 
     def __init__(
@@ -197,12 +198,20 @@ class Keeper:
         limit = min(MAX_RELEASE_TIME, lease.request.duration)
         try:
             async with asyncio.timeout(limit):
-                released = await self.store.release(lease)
+                released = await self.store.release_outcome(lease)
         except TimeoutError:
             why = f"timed out after {limit:g} s"
         except LeaseError as exc:
             why = str(exc)
         else:
+            if released is None:
+                get_logger().warning(
+                    "releasing %s: an answer was lost and the item has a newer holder since; "
+                    "whether it took the item after this release or before cannot be known",
+                    describe(lease),
+                    extra=lease_fields(lease),
+                )
+                return None
             if released:
                 get_logger().info("released %s", describe(lease), extra=lease_fields(lease))
             else:

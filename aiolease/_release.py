@@ -10,6 +10,7 @@ from ._errors import LeaseNotObtainedError, LeaseUnavailableError
 from ._table import Table
 from ._types import Lease, LeaseItem
 from ._wire import requests, rows
+from ._wire.calls import Retried
 from ._wire.codes import CONDITION_FAILED, Expected
 
 __all__ = ["force_release", "release"]
@@ -19,23 +20,14 @@ __all__ = ["force_release", "release"]
 FORCE_RELEASE_ATTEMPTS = 3
 
 
-class _Retried:
-    """Set when the call engine retried: an earlier attempt whose answer was lost may have
-    landed, so a refusal may be of our own write."""
+async def release(table: Table, lease: Lease) -> bool | None:
+    """Free the row if ``lease`` still holds it; whether it did, ``None`` if undecidable.
 
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def __call__(self) -> None:
-        self.seen = True
-
-
-async def release(table: Table, lease: Lease) -> bool:
-    """Free the row if ``lease`` still holds it; whether it did."""
+    ``None``: an attempt's answer was lost and a retry found the row held by a newer holder,
+    who may have taken it after our lost release freed it, or from us before it.
+    """
     schema = table.schema
-    retried = _Retried()
+    retried = Retried()
     request = requests.release(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)
     try:
         await table.calls.call(
@@ -53,18 +45,12 @@ async def release(table: Table, lease: Lease) -> bool:
         old = await table.refused_row(failed, lease.lease_id)
         if old is None:
             return False
-        # If that attempt freed the row, the row is free under our token now; or another
-        # holder has taken it since, which it could only do through our release while our
-        # lease had not expired.
+        # If that attempt freed the row, the row is free under our token now; a newer holder
+        # may have taken it after our lost release, or from us before it.
         token = rows.number(schema, old, schema.token_attribute, strict=False)
         if schema.lessee_attribute not in old:
-            freed = token == lease.fencing_token
-        else:
-            freed = token > lease.fencing_token and lease.until_ns > table.clock.wall_ns()
-        if freed:
-            table.stamps.forget(lease.lease_id)
-        return freed
-    table.stamps.forget(lease.lease_id)
+            return token == lease.fencing_token
+        return None if token > lease.fencing_token else False
     return True
 
 
@@ -77,7 +63,7 @@ async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -
             current = await table.get_item(lease_id, consistent_read=True, projection_only=False)
         if current is None or current.lessee_id is None:
             return current
-        retried = _Retried()
+        retried = Retried()
         request = requests.release(schema, lease_id, current.lessee_id, current.fencing_token)
         try:
             await table.calls.call(
@@ -91,6 +77,9 @@ async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -
             row = await table.refused_row(failed, lease_id)
             if row is None:
                 return None
+            if not rows.leasable(schema, row):
+                # Its token (read as 0) can never match: not a row that "kept changing".
+                raise rows.malformed_error(schema, lease_id, row) from None
             if (
                 (retried.seen or failed.retried)
                 and schema.lessee_attribute not in row
@@ -113,5 +102,4 @@ async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -
             f"{lease_id!r} in table {schema.table_name!r} kept changing; not released",
             lease_id=lease_id,
         )
-    table.stamps.forget(lease_id)
     return current

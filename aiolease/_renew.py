@@ -11,6 +11,7 @@ from ._errors import LeaseLostError, LeaseUnavailableError
 from ._table import Table
 from ._types import Lease, datetime_to_ns, ns_to_datetime
 from ._wire import requests, rows
+from ._wire.calls import Retried
 from ._wire.codes import CONDITION_FAILED, Expected
 
 __all__ = ["renew"]
@@ -47,34 +48,43 @@ async def renew(
     row: Mapping[str, Any] | None = None
     send: Any = stamp
     while True:
+        retried = Retried()  # this request was retried: it may have landed unanswered
         try:
             response = await table.calls.call(
-                "update_item", send, lease_id=lease.lease_id, expect={CONDITION_FAILED}
+                "update_item",
+                send,
+                lease_id=lease.lease_id,
+                expect={CONDITION_FAILED},
+                on_retry=retried,
             )
         except Expected as failed:
+            ambiguous = retried.seen or failed.retried
             old = await table.refused_row(failed, lease.lease_id, full=return_attributes)
             stored = rows.stored_until(schema, old) if rows.holds(schema, old, lease) else None
-            if old is not None and stored == until_ns:
+            if old is not None and stored == until_ns and ambiguous:
                 # Our own write, applied by an attempt whose answer was lost.
                 row = old
                 break
-            if old is not None and stored is not None and stored > until_ns and restamped:
-                # Still our tenure, moved past our re-stamp by another write of this very
-                # lease (a concurrent renewal): the row changed, so it is renewed, and the
-                # local deadline (from our send) ends before the stored expiry.
+            if stored is not None and stored >= until_ns and restamped:
+                # Still our tenure, moved to or past our re-stamp by another write of this
+                # very lease (a concurrent renewal): the row changed, so it is renewed, and
+                # the local deadline (from our send) ends before the stored expiry.
                 row, until_ns = old, stored
                 break
-            if stored is not None and stored > until_ns and not restamped:
-                # Still ours, but the stored expiry is later than ours: this holder's clock
-                # stepped back, or an explicit until was sooner. Write just above it; the
-                # local deadline still counts from the first send, and ends before the
-                # stored expiry that others see.
-                until_ns = stored + 1
-                table.stamps.note(lease.lease_id, until_ns)
+            if stored is not None and stored >= until_ns and not restamped:
+                # Still ours, but the stored expiry is not earlier than ours: this holder's
+                # clock stepped back, or an explicit until was sooner (or the same, written
+                # by another store of this lease). Write just above it; the local deadline
+                # still counts from the first send. For a sooner until it ends before the
+                # stored expiry; after a backward clock step of X it can end up to X (real
+                # time) after stored + 1: this holder's clock error, which max_clock_skew
+                # must cover like any skew.
+                until_ns = table.stamps.issue(lease.lease_id, stored + 1)
                 send = request()
                 restamped = True
                 continue
-            table.stamps.forget(lease.lease_id)
+            if not ambiguous:
+                table.stamps.forget(lease.lease_id, until_ns)
             reason = table.describe_row(old)
             raise LeaseLostError(
                 f"lease on {lease.lease_id!r} (token {lease.fencing_token}) is lost: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,7 @@ class LeaseScope:
         self._timer: asyncio.TimerHandle | None = None
         self._lost: LeaseLostError | None = None
         self._lost_at = 0.0
+        self._recancels = 0  # repeated cancellations of a body that went on after the loss
 
     def __repr__(self) -> str:
         held = f" {describe(self._hold.lease)}" if self._hold else ""
@@ -200,6 +202,9 @@ class LeaseScope:
                 break  # the body took ours back itself: never take back someone else's
             self._task.uncancel()
         self._cancels = 0
+        # A body that settled a request pending on entry (uncancel()) lowers the count: from
+        # here on, anything above what is left is a new cancellation from outside.
+        self._cancelling = min(self._cancelling, self._task.cancelling())
         return self._task.cancelling() > self._cancelling
 
     async def _wait_for(self, finish: asyncio.Task[bool | None]) -> bool | None:
@@ -296,11 +301,16 @@ class LeaseScope:
         if self._state is not _State.LOST or self._hold is None:
             return
         lease = self._hold.lease
-        get_logger().error(
-            "the body under %s still runs %.1f s after the lease was lost: it caught the "
-            "cancellation; cancelling it again",
+        self._recancels += 1
+        # Once at ERROR: a body that is only slow to unwind (a TaskGroup waiting for its
+        # children's cleanup) would otherwise flood the log at short leases.
+        get_logger().log(
+            logging.ERROR if self._recancels == 1 else logging.DEBUG,
+            "the body under %s still runs %.1f s after the lease was lost; cancelling it "
+            "again (%d time(s) so far)",
             describe(lease),
             self._keeper.clock.monotonic() - self._lost_at,
+            self._recancels,
             extra=lease_fields(lease),
         )
         self._cancel_body()

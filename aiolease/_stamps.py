@@ -8,25 +8,30 @@ from ._clock import Clock
 
 __all__ = ["Stamps"]
 
-# Rows whose last written LeaseUntil the store remembers: beyond this the least recently
+# Rows whose issued LeaseUntil values the store remembers: beyond this the least recently
 # written are forgotten, which only costs uniqueness against a clock that repeats a value,
 # never safety (renewals are conditioned on the stored expiry anyway).
 MAX_FLOORS = 100_000
+# Per row, at most this many unexpired values (writes that landed or may have: a refusal
+# answered at the first attempt forgets its value at once; renewals add about one per period).
+MAX_ISSUED = 16
 
 
 class Stamps:
-    """Per row, the last ``LeaseUntil`` this store wrote (its floor), and the stamps above it.
+    """Per row, the unexpired ``LeaseUntil`` values this store issued for writes that landed
+    or may have, and the stamps of new writes.
 
-    The next write of a row goes above its floor, so a lost-answer retry recognises its own
-    write by its expiry; other rows never stretch it.
+    A new write of the row never reuses one (it goes just above on an exact collision), so
+    a lost-answer retry and an undo recognise their own write. Neither other rows nor other
+    values of the row stretch it.
     """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._floors: OrderedDict[str, int] = OrderedDict()
+        self._issued: OrderedDict[str, list[int]] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._floors)
+        return len(self._issued)
 
     def take(self, lease_id: str, duration: float, until_ns: int | None) -> tuple[float, int]:
         """``(sent_at, until_ns)`` for a write of ``lease_id`` about to be sent.
@@ -34,32 +39,39 @@ class Stamps:
         ``sent_at`` (monotonic) is read before the wall clock, so the holder's local deadline
         (``sent_at + duration``) never ends after the expiry others see. An explicit expiry
         sooner than now + duration moves ``sent_at`` back by the difference, for the same
-        reason. ``until_ns`` defaults to now + duration, made unique per row (above its floor).
+        reason. ``until_ns`` defaults to now + duration; it is made unique per row (never a
+        value issued for that row that may be stored or in flight and has not expired: just
+        above it on an exact collision).
         """
         sent_at = self._clock.monotonic()
         now = self._clock.wall_ns()
         natural = now + int(duration * 1e9)
-        value = natural if until_ns is None else until_ns
-        floor = self._floors.get(lease_id)
-        if floor is not None and value <= floor:
-            value = floor + 1
-        self.note(lease_id, value, now)
+        value = self.issue(lease_id, natural if until_ns is None else until_ns, now)
         return sent_at - max(0, natural - value) / 1e9, value
 
-    def note(self, lease_id: str, until_ns: int, now: int | None = None) -> None:
-        """Remember the last ``LeaseUntil`` written to ``lease_id``; forget expired ones."""
-        self._floors[lease_id] = until_ns
-        self._floors.move_to_end(lease_id)
-        now = self._clock.wall_ns() if now is None else now
-        # A floor in the past cannot lift a new now + duration: drop the oldest such few.
-        for _ in range(4):
-            oldest, value = next(iter(self._floors.items()))
-            if value >= now or oldest == lease_id:
-                break
-            self._floors.popitem(last=False)
-        while len(self._floors) > MAX_FLOORS:
-            self._floors.popitem(last=False)
+    def issue(self, lease_id: str, until_ns: int, now: int | None = None) -> int:
+        """Issue ``until_ns`` (or just above, if issued already) for ``lease_id``; return it.
 
-    def forget(self, lease_id: str) -> None:
-        """The row's last write was refused, undone or released: its expiry lifts nothing."""
-        self._floors.pop(lease_id, None)
+        Forgets the row's expired values, and a few rows whose values have all expired: an
+        expired value cannot collide with a new now + duration.
+        """
+        now = self._clock.wall_ns() if now is None else now
+        issued = [value for value in self._issued.pop(lease_id, ()) if value >= now]
+        while until_ns in issued:
+            until_ns += 1
+        issued.append(until_ns)
+        self._issued[lease_id] = issued[-MAX_ISSUED:]
+        for _ in range(4):
+            oldest, values = next(iter(self._issued.items()))
+            if oldest == lease_id or any(value >= now for value in values):
+                break
+            self._issued.popitem(last=False)
+        while len(self._issued) > MAX_FLOORS:
+            self._issued.popitem(last=False)
+        return until_ns
+
+    def forget(self, lease_id: str, until_ns: int) -> None:
+        """Forget an issued value whose write surely did not land and is not in flight."""
+        issued = self._issued.get(lease_id)
+        if issued is not None and until_ns in issued:
+            issued.remove(until_ns)

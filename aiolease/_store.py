@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import _acquire, _admin, _release, _renew
 from ._clock import Clock, as_clock
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LockStore"]
 
+_T = TypeVar("_T")
+
 # aclose() waits this long for cleanups that outlived their call: longer than each one's own
 # bound (an undo's 5 s; a locker's release: 1 s to stop its heartbeat, then at most 5 s).
 _CLOSE_TIMEOUT = 7.0
@@ -36,18 +38,25 @@ _CLOSE_TIMEOUT = 7.0
 _UNWIND_TIME = 0.5
 
 
-class _SchemaName:
-    """A store's table or attribute name: read from its schema, never reassigned."""
+class _Fixed(Generic[_T]):
+    """A store's configuration, read through ``path``: fixed when the store is made.
+
+    Reads and writes must agree on every name: a reassigned name would desynchronise them.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path.split(".")
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
 
-    def __get__(self, store: LockStore, owner: type | None = None) -> str:
-        name: str = getattr(store._table.schema, self._name)
-        return name
+    def __get__(self, store: LockStore, owner: type | None = None) -> _T:
+        value: Any = store
+        for part in self._path:
+            value = getattr(value, part)
+        return cast(_T, value)
 
     def __set__(self, store: LockStore, value: object) -> None:
-        # Reads and writes must agree on every name: a reassigned name would desynchronise them.
         raise AttributeError(f"{self._name} is fixed when the store is made; make another store")
 
 
@@ -94,15 +103,8 @@ class LockStore:
             raise TypeError(
                 f"client must be an aiobotocore DynamoDB client, not {type(client).__name__}"
             )
-        schema = Schema(
-            table_name,
-            hash_key,
-            lessee_attribute=lessee_attribute,
-            until_attribute=until_attribute,
-            token_attribute=token_attribute,
-            duration_attribute=duration_attribute,
-            bucket_attribute=bucket_attribute,
-        )
+        names = (lessee_attribute, until_attribute, token_attribute, duration_attribute)
+        schema = Schema(table_name, hash_key, *names, bucket_attribute=bucket_attribute)
         self._buckets = buckets
         self._layout = layout_for(schema, index_name, buckets)
         calls = Calls(client, schema, max_attempts=max_attempts, max_in_flight=max_in_flight)
@@ -118,11 +120,7 @@ class LockStore:
 
     @property
     def client(self) -> DynamoDBClient:
-        """The DynamoDB client the store calls (never closed by the store).
-
-        Unlike the names, it may be replaced (by a wrapping proxy, say): requests are the
-        same whichever client sends them.
-        """
+        """The DynamoDB client the store calls (never closed by it); replaceable, by a proxy."""
         client: DynamoDBClient = self._table.calls.client
         return client
 
@@ -130,25 +128,17 @@ class LockStore:
     def client(self, client: DynamoDBClient) -> None:
         self._table.calls.client = client
 
-    table_name = _SchemaName()
-    hash_key = _SchemaName()
-    lessee_attribute = _SchemaName()
-    until_attribute = _SchemaName()
-    token_attribute = _SchemaName()
-    duration_attribute = _SchemaName()
-    bucket_attribute = _SchemaName()
+    table_name: _Fixed[str] = _Fixed("_table.schema.table_name")
+    hash_key: _Fixed[str] = _Fixed("_table.schema.hash_key")
+    lessee_attribute: _Fixed[str] = _Fixed("_table.schema.lessee_attribute")
+    until_attribute: _Fixed[str] = _Fixed("_table.schema.until_attribute")
+    token_attribute: _Fixed[str] = _Fixed("_table.schema.token_attribute")
+    duration_attribute: _Fixed[str] = _Fixed("_table.schema.duration_attribute")
+    bucket_attribute: _Fixed[str] = _Fixed("_table.schema.bucket_attribute")
 
-    @property
-    def index_name(self) -> str | None:
-        return self._layout.index_name
-
-    @property
-    def buckets(self) -> int:
-        return self._buckets
-
-    @property
-    def max_attempts(self) -> int:
-        return self._table.calls.max_attempts
+    index_name: _Fixed[str | None] = _Fixed("_layout.index_name")
+    buckets: _Fixed[int] = _Fixed("_buckets")
+    max_attempts: _Fixed[int] = _Fixed("_table.calls.max_attempts")
 
     @property
     def indexed(self) -> bool:
@@ -267,9 +257,9 @@ class LockStore:
 
         Returns ``True`` if it created the row, ``False`` if the row existed (left untouched).
         In the indexed layout the row also gets its bucket (see :meth:`bucket_of`). After an
-        attempt whose answer was lost, a row that is exactly what this call writes counts as
-        created by it (so an identical row registered by someone else in that instant would
-        too: the one ambiguity left).
+        attempt whose answer was lost, a row with this call's attributes (and bucket) counts
+        as created by it, whatever lease was taken on it since (so an identical row registered
+        by someone else in that instant would too: the one ambiguity left).
         """
         return await _admin.add_item(self._table, self._layout, lease_id, attributes)
 
@@ -415,6 +405,22 @@ class LockStore:
 
         Returns ``True`` if it freed it, ``False`` if the lease no longer held it. Keeps the
         row, its fencing token and the user's attributes; never frees another holder's lease.
+        When an answer was lost and the row has passed to another holder since, the outcome
+        cannot be known: then it is ``True`` while the lease had not expired (nobody could
+        have taken the row unless it was freed), see :meth:`release_outcome`.
+        """
+        outcome = await self.release_outcome(lease)
+        if outcome is None:
+            return lease.until_ns > self._table.clock.wall_ns()
+        return outcome
+
+    async def release_outcome(self, lease: Lease) -> bool | None:
+        """:meth:`release`, telling an undecidable outcome apart: ``None``.
+
+        ``None`` means an attempt's answer was lost and a retry found the row held by a newer
+        holder: the lost attempt may have freed the row (and the newer holder took it after
+        it), or the row may have been taken from this lease before. The locker uses this so
+        that such a release is neither reported as a loss nor as a clean release.
         """
         check_lease(lease)
         self._table.schema.key(lease.lease_id)

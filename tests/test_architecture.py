@@ -27,7 +27,13 @@ LAYERS: list[list[str]] = [
     ["_store", "_global"],  # LockStore
     ["_takeover"],  # the takeover rules
     ["_heartbeat", "_scope", "_locker"],  # time and tasks: keeper, scope, locker
-    ["", "testing._server", "testing", "testing.pytest_plugin"],  # the package, the test kit
+    [
+        "",
+        "testing._server",
+        "testing",
+        "testing.history",
+        "testing.pytest_plugin",
+    ],  # the package, the test kit
 ]
 RANK = {name: (layer, i) for layer, names in enumerate(LAYERS) for i, name in enumerate(names)}
 # Modules the programs' restructuring owns (the CLI and the demo); not layered here.

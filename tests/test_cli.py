@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from aiolease import LeaseItem, LeaseRequest, LockStore
-from aiolease._cli import EXIT_FAILED, EXIT_OK, EXIT_STORE, EXIT_USAGE, main
+from aiolease.cli import EXIT_FAILED, EXIT_OK, EXIT_STORE, EXIT_USAGE, main
 
 HOLDER = LeaseRequest("stuck-worker", 30)
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from aiolease._cli import EXIT_OK, main
-from aiolease._demo import Hold, _History, check_exclusion
+from aiolease.cli import EXIT_OK, main
+from aiolease.testing.history import History as _History
+from aiolease.testing.history import Hold, check_exclusion
 
 
 def hold(item: str, lessee: str, token: int, start: float, end: float | None) -> Hold:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aiolease import LeaseRequest, LockStore
-from aiolease._cli import EXIT_FAILED, EXIT_OK, main
+from aiolease.cli import EXIT_FAILED, EXIT_OK, main
 
 
 def run(endpoint: str, table: str, *argv: str) -> int:

@@ -666,3 +666,229 @@ async def test_an_acquisition_cancelled_while_its_refusal_is_read_back_is_undone
         await task
     row = await raw_item(client, store, "a")
     assert row is not None and "ProcessID" not in row, "a landed acquisition was left held"
+
+
+# -- second review: refusals, floors and undos ---------------------------------------------------
+
+
+async def test_a_refused_acquire_of_a_row_held_by_the_same_lessee_is_not_ours(
+    client: Any, table_name: str
+) -> None:
+    # Two tasks sharing a lessee, one store, the same explicit until: only the first holds.
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("r")
+    request = LeaseRequest("w", 30)
+    until = datetime.now(UTC) + timedelta(seconds=20)
+    first = await store.acquire("r", request, until)
+    for _ in range(2):
+        with pytest.raises(LeaseNotObtainedError):
+            await store.acquire("r", request, until)
+    # Another store of the same lessee (a second locker): its unambiguous refusal either.
+    with pytest.raises(LeaseNotObtainedError):
+        await LockStore(client, table_name).acquire("r", request, until)
+    item = await store.get_item("r")
+    assert item is not None and item.fencing_token == first.fencing_token
+
+
+async def test_a_pool_acquisition_on_a_coarse_clock_has_one_holder(
+    client: Any, table_name: str
+) -> None:
+    # A clock that does not move between the attempts (Windows' 15.6 ms ticks, at worst).
+    frozen = time.time_ns()
+    store = LockStore(client, table_name, clock=lambda: frozen)
+    await store.create_table()
+    await store.add_item("r")
+    free = await store.get_item("r")
+    assert free is not None
+    request = LeaseRequest("w", 30)
+    await store.acquire("r", request, expect=free)
+    for _ in range(2):
+        with pytest.raises(LeaseNotObtainedError):
+            await store.acquire("r", request, expect=free)
+
+
+async def test_an_undo_never_frees_a_live_lease_of_the_same_lessee(
+    client: Any, plain: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = plain
+    await store.add_item("r")
+    request = LeaseRequest("w", 30)
+    until = datetime.now(UTC) + timedelta(seconds=20)
+    held = await store.acquire("r", request, until)
+    with pytest.raises(LeaseNotObtainedError):
+        await store.acquire("r", LeaseRequest("other", 30))  # any refusal of the row
+    sent = asyncio.Event()
+
+    def hang_sent(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        sent.set()
+        return faults.hang(call)
+
+    proxy.inject("update_item", hang_sent)  # a second acquisition, never answered
+    task = asyncio.create_task(store.acquire("r", request, until))
+    await sent.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await raw_item(client, store, "r")
+    assert row is not None and row.get("ProcessID") == {"S": "w"}, "the undo freed a live lease"
+    assert int(row["LeaseToken"]["N"]) == held.fencing_token
+    with pytest.raises(LeaseNotObtainedError):
+        await store.acquire("r", LeaseRequest("other", 30))
+
+
+# -- second review: token 0 (and malformed tokens) on held and free rows -------------------------
+
+
+async def _set_row(client: Any, store: LockStore, lease_id: str, **values: dict[str, str]) -> None:
+    await client.update_item(
+        TableName=store.table_name,
+        Key={store.hash_key: {"S": lease_id}},
+        UpdateExpression="SET " + ", ".join(f"#{n} = :{n}" for n in values),
+        ExpressionAttributeNames={f"#{n}": n for n in values},
+        ExpressionAttributeValues={f":{n}": v for n, v in values.items()},
+    )
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["free", "expired"])
+async def test_a_row_with_token_zero_is_obtained_from_the_pool(
+    client: Any, store: LockStore, held: bool
+) -> None:
+    await store.add_item("z")
+    await _set_row(client, store, "z", LeaseToken={"N": "0"})
+    if held:
+        past = str(time.time_ns() - 10 * 10**9)
+        await _set_row(client, store, "z", ProcessID={"S": "go"}, LeaseUntil={"N": past})
+    lease = await Locker(store).obtain_lease(A)
+    assert lease.lease_id == "z" and lease.fencing_token == 1
+
+
+@pytest.mark.parametrize("token", ["0", "-1"])
+async def test_force_release_frees_a_held_row_with_token_zero_or_negative(
+    client: Any, table_name: str, token: str
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    future = {"N": str(time.time_ns() + 30 * 10**9)}
+    for lease_id in ("read", "shown"):
+        await store.add_item(lease_id)
+        await _set_row(
+            client,
+            store,
+            lease_id,
+            ProcessID={"S": "go"},
+            LeaseUntil=future,
+            LeaseToken={"N": token},
+        )
+    before = await store.force_release("read")
+    assert before is not None and before.lessee_id == "go"
+    shown = await store.get_item("shown")
+    assert shown is not None
+    assert await store.force_release("shown", expect=shown) == shown
+    for lease_id in ("read", "shown"):
+        row = await raw_item(client, store, lease_id)
+        assert row is not None and "ProcessID" not in row
+        assert row["LeaseToken"] == {"N": token}
+
+
+async def test_a_token_zero_lease_reentered_through_lease_is_renewed_and_released(
+    client: Any, table_name: str
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("z")
+    future = {"N": str(time.time_ns() + 30 * 10**9)}
+    await _set_row(
+        client, store, "z", ProcessID={"S": "worker-a"}, LeaseUntil=future, LeaseToken={"N": "0"}
+    )
+    lease = await store.lease("z", A)
+    assert lease.fencing_token == 0
+    renewed = await store.renew(lease)
+    assert await store.release(renewed) is True
+
+
+@pytest.mark.parametrize("token", [{"S": "seven"}, {"N": "1.5"}])
+async def test_force_release_of_a_held_malformed_row_names_the_malformed_token(
+    client: Any, table_name: str, token: dict[str, str]
+) -> None:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    await store.add_item("m")
+    future = {"N": str(time.time_ns() + 30 * 10**9)}
+    await _set_row(client, store, "m", ProcessID={"S": "go"}, LeaseUntil=future, LeaseToken=token)
+    with pytest.raises(LeaseStoreError, match="malformed"):
+        await store.force_release("m")
+    shown = await store.get_item("m")
+    with pytest.raises(LeaseStoreError, match="malformed"):
+        await store.force_release("m", expect=shown)
+
+
+# -- second review: a possibly-landed acquisition ending in a store error is undone --------------
+
+
+def _denied(operation: str) -> faults.Fault:
+    return lambda call: _raise(faults.client_error("AccessDeniedException", 400, operation))
+
+
+@pytest.mark.parametrize("where", ["retry", "read-back"])
+async def test_a_landed_acquisition_ending_in_a_store_error_is_undone(
+    client: Any, plain: tuple[LockStore, FaultyClient], where: str
+) -> None:
+    store, proxy = plain
+    await store.add_item("a")
+    if where == "retry":
+        # The first attempt lands, its answer is lost; the retry is denied.
+        proxy.inject("update_item", faults.drop_response, _denied("UpdateItem"))
+    else:
+        # The retry is refused without the row; reading it back is denied.
+        proxy.inject("update_item", drop_and_strip, strip_item)
+        proxy.inject("get_item", _denied("GetItem"))
+    with pytest.raises(LeaseStoreError):
+        await store.acquire("a", A)
+    row = await raw_item(client, store, "a")
+    assert row is not None and "ProcessID" not in row, "a landed acquisition was left held"
+
+
+# -- second review: nits -------------------------------------------------------------------------
+
+
+async def test_an_undo_that_times_out_says_so(
+    client: Any,
+    plain: tuple[LockStore, FaultyClient],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiolease._acquire as store_module
+
+    monkeypatch.setattr(store_module, "CLEANUP_TIMEOUT", 0.2)
+    caplog.set_level(logging.WARNING, logger="aiolease")
+    store, proxy = plain
+    await store.add_item("a")
+    landed = asyncio.Event()
+    proxy.inject("update_item", faults.land_then_hang(landed), faults.hang)  # the undo hangs
+    task = asyncio.create_task(store.acquire("a", A))
+    await landed.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.aclose()  # waits for the undo, if it outlived the call
+    warnings = [r.getMessage() for r in caplog.records if "could not undo" in r.getMessage()]
+    assert warnings and "timed out after 0.2 s" in warnings[0], warnings
+
+
+async def test_add_item_whose_row_was_leased_before_the_read_back_reports_true(
+    client: Any, faulty: tuple[LockStore, FaultyClient]
+) -> None:
+    store, proxy = faulty
+    other = LockStore(client, store.table_name)  # acquiring needs no layout options
+
+    def land_then_leased(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        async def run() -> Any:
+            await call()
+            await other.acquire("a", B)  # a pool worker takes the new row at once
+            raise ReadTimeoutError(endpoint_url="injected")
+
+        return run()
+
+    proxy.inject("update_item", land_then_leased)
+    assert await store.add_item("a", {"v": 1}) is True

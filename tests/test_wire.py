@@ -111,9 +111,9 @@ def test_renew_pins_lessee_and_token_and_moves_only_forward() -> None:
     assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
 
 
-def test_renewing_a_go_row_requires_it_to_have_no_token() -> None:
+def test_renewing_a_go_row_requires_it_to_have_no_token_or_a_zero() -> None:
     request = requests.renew(S, "a", "w", 0, until_ns=5, duration=DURATION, return_attributes=True)
-    assert "#l = :l AND attribute_not_exists(#t)" in request["ConditionExpression"]
+    assert "#l = :l AND (attribute_not_exists(#t) OR #t = :zero)" in request["ConditionExpression"]
     assert request["ReturnValues"] == "ALL_NEW"
 
 
@@ -148,7 +148,7 @@ def test_acquire_of_a_free_row_read_ignores_the_clock_rule() -> None:
     assert ":cutoff" not in request["ExpressionAttributeValues"]
     assert request["ConditionExpression"].endswith("AND #t = :ot AND (attribute_not_exists(#l))")
     never = requests.acquire(S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=9, expect=NEW)
-    assert "attribute_not_exists(#t)" in never["ConditionExpression"]
+    assert "(attribute_not_exists(#t) OR #t = :zero)" in never["ConditionExpression"]
 
 
 def test_release_frees_the_tenure_and_keeps_the_token() -> None:
@@ -510,8 +510,18 @@ def test_stamps_are_unique_per_row_and_never_stretch_other_rows() -> None:
     assert again == first + 1, "a second write in the same instant repeated the expiry"
     _, other = stamps.take("b", 2.0, None)
     assert other == first, "another row's floor stretched this one"
-    stamps.forget("a")
-    assert stamps.take("a", 2.0, None)[1] == first
+    stamps.forget("a", again)
+    stamps.forget("a", first)
+    assert stamps.take("a", 2.0, None)[1] == first, "a forgotten value still lifted the next"
+
+
+def test_issued_values_are_kept_until_they_expire() -> None:
+    clock = FakeClock()
+    stamps = Stamps(clock)
+    _, first = stamps.take("a", 2.0, None)
+    assert stamps.issue("a", first) == first + 1, "an issued value was reused"
+    clock.wall = first + 2  # both expired
+    assert stamps.issue("a", first + 1) == first + 1, "an expired value still lifted the next"
 
 
 def test_an_explicit_sooner_until_moves_the_send_time_back() -> None:

@@ -12,7 +12,7 @@ from .._log import get_logger
 from .codes import Expected, client_attempts, error_code, is_transient, short, store_error
 from .schema import Schema
 
-__all__ = ["Calls"]
+__all__ = ["Calls", "Retried"]
 
 Request = dict[str, Any]
 
@@ -20,6 +20,19 @@ Request = dict[str, Any]
 # total, and jittered so that many renewals failing together do not retry together.
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
+
+
+class Retried:
+    """An ``on_retry`` callback that remembers it was called: an attempt was retried, so an
+    earlier one whose answer was lost may have landed, and a refusal may be of our own write."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self) -> None:
+        self.seen = True
 
 
 class Calls:

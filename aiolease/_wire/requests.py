@@ -58,11 +58,12 @@ def _n(value: int) -> dict[str, str]:
 def tenure(lessee_id: str, token: int) -> tuple[str, dict[str, Any]]:
     """The condition (and its values) that the row is still in this tenure (lessee, token)."""
     values: dict[str, Any] = {":l": {"S": lessee_id}}
-    if token > 0:
+    if token != 0:
         values[":t"] = _n(token)
         return "#l = :l AND #t = :t", values
-    # A row only ever leased by Go workers, which keep no token.
-    return "#l = :l AND attribute_not_exists(#t)", values
+    # A row only ever leased by Go workers, which keep no token, or a stored token 0.
+    values[":zero"] = _ZERO
+    return "#l = :l AND (attribute_not_exists(#t) OR #t = :zero)", values
 
 
 def acquire(
@@ -99,14 +100,15 @@ def acquire(
         # A string token would fail the increment (a ValidationException, not a refusal).
         token = "(attribute_not_exists(#t) OR attribute_type(#t, :n))"
         values[":n"] = _NUMBER
-    elif expect.fencing_token > 0:
+    elif expect.fencing_token != 0:
         # The token as read pins the row, free or held: a late duplicate of this request
         # (timed out, undone) cannot re-take the row once anyone has written it since, and
         # a token read as malformed (0) or a fraction is never matched.
         token = "#t = :ot"
         values[":ot"] = _n(expect.fencing_token)
     else:
-        token = "attribute_not_exists(#t)"
+        # No token, or a stored 0 (a hand-made row): neither test holds for a malformed one.
+        token = "(attribute_not_exists(#t) OR #t = :zero)"
     values.update(
         {":l": {"S": lessee_id}, ":zero": _ZERO, ":one": _n(1), ":u": _n(until_ns), ":d": duration}
     )

@@ -31,6 +31,7 @@ __all__ = [
     "malformed_error",
     "number",
     "plain",
+    "registered",
     "stored_until",
     "string",
 ]
@@ -170,9 +171,25 @@ def holds(schema: Schema, row: Mapping[str, Any] | None, lease: Lease) -> bool:
     """Whether ``row`` is still in ``lease``'s tenure (lessee and token)."""
     if row is None or string(row, schema.lessee_attribute) != lease.lessee_id:
         return False
-    if lease.fencing_token == 0:
-        return schema.token_attribute not in row
-    return number(schema, row, schema.token_attribute, strict=False) == lease.fencing_token
+    # leasable: a malformed token (read as 0) never matches token 0 (no token, or a 0).
+    return (
+        leasable(schema, row)
+        and number(schema, row, schema.token_attribute, strict=False) == lease.fencing_token
+    )
+
+
+def registered(schema: Schema, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``add_item`` wrote that no lease changes: key, user attributes and bucket.
+
+    Not the other bookkeeping, which a pool worker may have leased the row with since.
+    """
+    return plain(
+        {
+            k: v
+            for k, v in row.items()
+            if k == schema.bucket_attribute or k not in schema.bookkeeping
+        }
+    )
 
 
 def describe(schema: Schema, row: Mapping[str, Any] | None, now_ns: int) -> str:

@@ -1,0 +1,90 @@
+"""How the CLI shows lease rows to people (a table) and to scripts (JSON)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from aiolease import LeaseItem
+
+__all__ = ["expires_in", "item_json", "plain", "table_lines"]
+
+
+def table_lines(items: Sequence[LeaseItem], now_ns: int) -> list[str]:
+    """``aiolease ls``'s table: a header and one aligned line per item."""
+    rows = [("ID", "HOLDER", "EXPIRES IN", "TOKEN", "ATTRIBUTES")]
+    for item in items:
+        attributes = ", ".join(
+            f"{k}={json.dumps(plain(v))}" for k, v in sorted(item.attributes.items())
+        )
+        rows.append(
+            (
+                item.lease_id,
+                item.lessee_id or "-",
+                expires_in(item, now_ns),
+                str(item.fencing_token),
+                attributes,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def expires_in(item: LeaseItem, now_ns: int) -> str:
+    """How long the holder's lease has left, for people: '2.9s', 'expired 1.2s ago', '-'."""
+    if item.lessee_id is None:
+        return "-"
+    if item.until_ns <= 0:
+        return "never set"
+    left = (item.until_ns - now_ns) / 1e9
+    if left < 0:
+        return f"expired {_seconds(-left)} ago"
+    return _seconds(left)
+
+
+def _seconds(value: float) -> str:
+    if value < 100:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def item_json(item: LeaseItem, now_ns: int) -> dict[str, Any]:
+    """One row of ``aiolease ls --json``."""
+    held = item.lessee_id is not None
+    return {
+        "id": item.lease_id,
+        "holder": item.lessee_id,
+        "until": item.until.isoformat() if held and item.until is not None else None,
+        "until_ns": item.until_ns,
+        "expires_in": round((item.until_ns - now_ns) / 1e9, 3) if held else None,
+        "fencing_token": item.fencing_token,
+        "attributes": plain(item.attributes),
+    }
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB values (Decimal, sets, Binary) as JSON-friendly Python values."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((plain(v) for v in value), key=repr)
+    raw = getattr(value, "value", value)  # boto3's Binary wraps bytes
+    if isinstance(raw, bytes | bytearray):
+        return base64.b64encode(bytes(raw)).decode("ascii")
+    return value

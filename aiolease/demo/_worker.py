@@ -1,0 +1,176 @@
+"""A demo worker process: leases any item, works on it, releases; records every step.
+
+``python -m aiolease.demo._worker worker --lessee=NAME --records=FILE --table=TABLE``
+loops ``async with locker.lease(...)`` and appends every hold to its own JSONL file (see
+:mod:`aiolease.testing.history`): the start, progress ticks, each renewal (recorded *before*
+the renewal is sent, so the record is never behind the table) and the end of the body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sys
+import threading
+import time
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+
+from aiolease import Lease, LeaseError, LeaseLostError, LeaseRequest, Locker, LockStore
+from aiolease.testing.history import RecordWriter
+
+from ._config import (
+    CLOCK_SKEW,
+    EXIT_STORE,
+    LEASE_SECONDS,
+    REST,
+    WAIT_PERIOD,
+    WORK_STEP,
+    WORK_STEPS,
+)
+
+__all__ = ["worker_cli"]
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _to_datetime(ns: int) -> datetime:
+    """Unix epoch nanoseconds as an aware UTC datetime (microseconds, as the store keeps)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _to_seconds(value: datetime) -> float:
+    """An aware datetime as Unix epoch seconds (microsecond precision)."""
+    return (value - _EPOCH) // timedelta(microseconds=1) * 1000 / 1e9
+
+
+class _RecordingStore(LockStore):
+    """A store that records each renewal's expiry before sending it, and its outcome."""
+
+    recorder: RecordWriter | None = None
+
+    async def renew(self, lease: Lease, until: datetime | None = None) -> Lease:
+        recorder = self.recorder
+        if recorder is None:
+            return await super().renew(lease, until)
+        if until is None:
+            until = _to_datetime(time.time_ns() + int(lease.request.duration * 1e9))
+        where = {"item": lease.lease_id, "token": lease.fencing_token}
+        recorder.write("renew-sent", until=_to_seconds(until), **where)
+        try:
+            renewed = await super().renew(lease, until)
+        except LeaseLostError:
+            recorder.write("renew-failed", **where)  # refused: the row was not written
+            raise
+        # Other errors leave the outcome unknown: the "renew-sent" expiry then stands.
+        recorder.write("renew-ok", until=renewed.until_ns / 1e9, **where)
+        return renewed
+
+
+async def _work(locker: Locker, request: LeaseRequest, recorder: RecordWriter) -> None:
+    """Lease any item, work on it in steps, release, rest, forever."""
+    rng = random.Random()
+    while True:
+        recorder.write("looking")
+        scope = locker.lease(request, wait_period=WAIT_PERIOD)
+        with suppress(LeaseLostError):  # recorded as the hold's end below; look for another
+            async with scope as lease:
+                where = {"item": lease.lease_id, "token": lease.fencing_token}
+                recorder.write("start", until=lease.until_ns / 1e9, **where)
+                why = "stopped"
+                try:
+                    steps = rng.randint(*WORK_STEPS)
+                    for step in range(1, steps + 1):
+                        await asyncio.sleep(WORK_STEP)
+                        recorder.write("tick", step=step, of=steps, **where)
+                    why = "released"
+                finally:
+                    # The body ends here, before the scope releases the lease.
+                    recorder.write("end", why="lost" if scope.lost else why, **where)
+        await asyncio.sleep(rng.uniform(*REST))
+
+
+async def _worker_main(args: argparse.Namespace) -> int:
+    """A worker: reads its endpoint on stdin, says "ready", waits for "go", works until told.
+
+    Workers start before the server is up (their imports take as long as moto's), and all
+    begin leasing together. SIGTERM, SIGINT or the end of stdin (the demo is gone) stop it
+    gracefully: the body is cancelled, records its end, and the lease is released.
+    """
+    recorder = RecordWriter(args.records, args.lessee)
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def stop() -> None:
+        lines.put_nowait(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line.strip())
+        loop.call_soon_threadsafe(stop)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    try:
+        endpoint = await lines.get()
+        if endpoint is None:
+            return 0
+        async with _RecordingStore.connect(
+            args.table,
+            args.hash_key,
+            endpoint_url=endpoint if endpoint != "-" else None,
+            region_name=args.region,
+        ) as store:
+            assert isinstance(store, _RecordingStore)
+            store.recorder = recorder
+            locker = Locker(store, max_clock_skew=args.clock_skew)
+            request = LeaseRequest(args.lessee, args.lease_duration)
+            recorder.write("ready")
+            if await lines.get() != "go":
+                return 0
+            work = asyncio.create_task(_work(locker, request, recorder))
+            stopper = asyncio.create_task(_until_none(lines))
+            await asyncio.wait([work, stopper], return_when=asyncio.FIRST_COMPLETED)
+            work.cancel()
+            stopper.cancel()
+            with suppress(asyncio.CancelledError):
+                await work
+    except LeaseError as exc:
+        print(f"{args.lessee}: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    finally:
+        recorder.close()
+    return 0
+
+
+async def _until_none(lines: asyncio.Queue[str | None]) -> None:
+    while await lines.get() is not None:
+        pass
+
+
+def worker_cli(argv: list[str] | None = None) -> int:
+    """The worker's command line (the demo starts it; not meant to be run by hand)."""
+    parser = argparse.ArgumentParser(prog="python -m aiolease.demo._worker")
+    parser.add_argument("role", choices=["worker"])
+    parser.add_argument("--lessee", required=True)
+    parser.add_argument("--records", required=True)
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--hash-key", default="LeaseID")
+    parser.add_argument("--region")
+    parser.add_argument("--lease-duration", type=float, default=LEASE_SECONDS)
+    parser.add_argument("--clock-skew", type=float, default=CLOCK_SKEW)
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_worker_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(worker_cli())

@@ -85,6 +85,7 @@ class Keeper:
         return self.clock.monotonic() + left - self.margin(duration)
 
     def hold(self, lease: Lease) -> Hold:
+        """A fresh hold of ``lease``, with its local deadline."""
         return Hold(lease, self.deadline(lease))
 
     @staticmethod

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar
 
 from ._errors import LeaseNotObtainedError, LeaseUnavailableError
-from ._heartbeat import HEARTBEAT_STOP_TIME, MAX_RELEASE_TIME, Hold, Keeper, describe
+from ._heartbeat import HEARTBEAT_STOP_TIME, MAX_RELEASE_TIME, Keeper, describe
 from ._log import get_logger, lease_fields
 from ._scope import LeaseScope, _check_request
 from ._takeover import Takeover, takeover_rule
@@ -214,7 +214,7 @@ class Locker:
         if not isinstance(lease, Lease):
             raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
         period = self._keeper.check_period(lease.request, period, stacklevel=3)
-        await self._keeper.keep_alive(Hold(lease, self._keeper.deadline(lease)), period, None)
+        await self._keeper.keep_alive(self._keeper.hold(lease), period, None)
 
     # -- scopes -------------------------------------------------------------------------
 

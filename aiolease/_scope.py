@@ -134,7 +134,7 @@ class LeaseScope:
             self._state = _State.EXITED
             raise
         loop = asyncio.get_running_loop()
-        self._hold = Hold(lease, self._keeper.deadline(lease))
+        self._hold = self._keeper.hold(lease)
         late = self._keeper.clock.monotonic() - self._hold.deadline
         if late >= 0:
             # Answered too late (a slow server, a stalled loop): by our own rule the work must

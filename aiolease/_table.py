@@ -67,6 +67,7 @@ class Table:
     async def get_item(
         self, lease_id: str, *, consistent_read: bool, projection_only: bool
     ) -> LeaseItem | None:
+        """One row as an item; ``None`` if there is no such row."""
         request = requests.get_item(
             self.schema, lease_id, consistent_read=consistent_read, projection_only=projection_only
         )

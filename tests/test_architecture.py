@@ -139,3 +139,42 @@ def test_the_lowest_layers_import_on_their_own() -> None:
         code = f"import importlib; importlib.import_module('aiolease.{name}')"
         subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=PACKAGE.parent)
+
+
+class _NoClient:
+    update_item = None
+
+
+async def test_a_takeover_rule_of_ones_own_plugs_into_the_locker() -> None:
+    """A third rule (sessions, say) needs no change to the locker or the other rules."""
+    from datetime import UTC, datetime
+
+    from aiolease import Lease, LeaseRequest, Locker, LockStore
+
+    class FirstComeRule:
+        name = "first-come"
+        max_clock_skew = 0.5
+
+        def __init__(self) -> None:
+            self.asked: list[str | None] = []
+
+        async def obtain_any(self, store: LockStore, request: LeaseRequest) -> Lease:
+            self.asked.append(None)
+            return Lease("a", request, datetime.now(UTC), 1)
+
+        async def obtain_named(
+            self, store: LockStore, request: LeaseRequest, lease_id: str
+        ) -> Lease:
+            self.asked.append(lease_id)
+            return Lease(lease_id, request, datetime.now(UTC), 1)
+
+        def ripens_in(self, now: float) -> float | None:
+            return None
+
+    rule = FirstComeRule()
+    locker = Locker(LockStore(_NoClient(), "leases"), takeover=rule)  # type: ignore[arg-type]
+    assert (locker.takeover, locker.max_clock_skew) == ("first-come", 0.5)
+    assert (await locker.obtain_lease(LeaseRequest("w", 2))).lease_id == "a"
+    assert rule.asked == [None]
+    with pytest.raises(ValueError, match="takeover"):
+        Locker(LockStore(_NoClient(), "leases"), takeover="sessions")  # type: ignore[arg-type]

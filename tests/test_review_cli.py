@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aiolease import LeaseRequest, LockStore
-from aiolease.cli import EXIT_FAILED, EXIT_OK, main
+from aiolease.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 
 
 def run(endpoint: str, table: str, *argv: str) -> int:
@@ -66,3 +66,14 @@ async def test_release_says_a_live_holder_stops_at_its_next_renewal(
     )
     assert status == EXIT_OK
     assert "next renewal" in capsys.readouterr().out
+
+
+def test_a_malformed_table_name_is_a_usage_error_not_a_traceback(
+    dynamodb_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["ls", "--table", "t", "--endpoint-url", dynamodb_endpoint])
+    assert info.value.code == EXIT_USAGE, "a table name DynamoDB refuses is a usage error"
+    err = capsys.readouterr().err
+    assert "not a valid DynamoDB table name" in err
+    assert "Traceback" not in err

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +35,7 @@ async def _open_store(args: argparse.Namespace) -> AsyncIterator[LockStore]:
         table=args.table,
         hash_key=args.hash_key,
     )
-    try:
+    async with AsyncExitStack() as stack:
         connection = LockStore.connect(
             args.table,
             args.hash_key,
@@ -43,9 +43,11 @@ async def _open_store(args: argparse.Namespace) -> AsyncIterator[LockStore]:
             region_name=args.region,
             session=session,
         )
-    except ValueError as exc:  # a malformed table name or hash key
-        raise UsageError(str(exc)) from None
-    async with connection as store:
+        try:
+            # connect() validates the names when it is entered, not when it is called.
+            store = await stack.enter_async_context(connection)
+        except ValueError as exc:  # a malformed table name or hash key
+            raise UsageError(str(exc)) from None
         if args.run is not create_table:
             await store.describe_table()
         yield store

@@ -48,10 +48,12 @@ def kind_of(operation: str, kwargs: dict[str, Any]) -> str:
     if update.startswith("SET #u = :u"):
         return "renew"
     if update.startswith("REMOVE #l"):
-        if ":t" in condition:
-            return "release"
+        # An undo names the exact expiry it wrote (and the token, when it knows it); a
+        # release names the lessee and token only.
         if ":u" in condition:
             return "undo"
+        if ":t" in condition:
+            return "release"
         return "force_release"
     return "add_item"
 

@@ -9,6 +9,7 @@ or expired. A new layout implements :class:`TableLayout` and is picked in ``Lock
 from __future__ import annotations
 
 import random
+from contextlib import aclosing
 from typing import Any, Protocol
 
 from ._errors import LeaseStoreError
@@ -69,11 +70,13 @@ class ScanLayout:
     async def find_available(self, table: Table, cutoff_ns: int, limit: int) -> list[LeaseItem]:
         found: list[LeaseItem] = []
         request = requests.scan(table.schema, cutoff_ns=cutoff_ns)
-        async for page in table.pages("scan", request):
-            for item in table.items(page, leasable_only=True):
-                found.append(item)
-                if len(found) >= limit:
-                    return found
+        # aclosing: leaving early closes the pager now, not when the loop collects it.
+        async with aclosing(table.pages("scan", request)) as pages:
+            async for page in pages:
+                for item in table.items(page, leasable_only=True):
+                    found.append(item)
+                    if len(found) >= limit:
+                        return found
         return found
 
 
@@ -127,11 +130,12 @@ class IndexedLayout:
         for bucket in order:
             request = requests.query_available(self._schema, self._index_name, bucket, cutoff_ns)
             request["Limit"] = limit - len(found)
-            async for page in table.pages("query", request):
-                found.extend(table.items(page, leasable_only=True))
-                if len(found) >= limit:
-                    return found
-                request["Limit"] = limit - len(found)
+            async with aclosing(table.pages("query", request)) as pages:
+                async for page in pages:
+                    found.extend(table.items(page, leasable_only=True))
+                    if len(found) >= limit:
+                        return found
+                    request["Limit"] = limit - len(found)
         return found
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -306,9 +306,10 @@ class LockStore:
             page_size=page_size,
         )
         skip = available if leasable_only is None else leasable_only
-        async for page in self._table.pages("scan", request):
-            for item in self._table.items(page, leasable_only=skip):
-                yield item
+        async with aclosing(self._table.pages("scan", request)) as pages:
+            async for page in pages:
+                for item in self._table.items(page, leasable_only=skip):
+                    yield item
 
     async def find_available(
         self, *, max_clock_skew: float = 0.0, limit: int = 64

@@ -8,7 +8,7 @@ further write).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 from ._clock import Clock
@@ -77,7 +77,9 @@ class Table:
 
     # -- many rows ------------------------------------------------------------------------
 
-    async def pages(self, operation: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def pages(
+        self, operation: str, request: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Every page of a scan or query, checked; ``request`` gets each ``ExclusiveStartKey``."""
         while True:
             page = await self.calls.call(operation, request)

@@ -103,6 +103,20 @@
 #define TAKEOVER 0     /* 0 clock, 1 observe, 2 mixed */
 #endif
 
+#ifdef LIVENESS
+/* P4's configuration: prompt workers and a reliable network (see PROPERTIES) */
+#undef DROPS
+#define DROPS 0
+#define NOT_DEAD(i) (dead != (i) + 1)
+#define SAFETY_ONLY(x) false
+#ifndef CRASH_BY
+#define CRASH_BY 1     /* the one crash happens by this tick */
+#endif
+#else
+#define NOT_DEAD(i) true
+#define SAFETY_ONLY(x) x
+#endif
+
 #if TAKEOVER == 0
 #define OBSERVES(i) false
 #elif TAKEOVER == 1
@@ -176,10 +190,39 @@ byte ofirst[N];  /* ... and when it was first seen (loop time after the read ret
 bit cross;       /* ghost: a renewal was applied under another token than its own (ABA) */
 #endif
 
+#define DONE  7   /* LIVENESS: released after its one work, stays out */
+
 #define WORKING(j) ((ph[j] == HOLD || ph[j] == RENEW) && now < dl[j])
+
+#ifdef LIVENESS
+bit acted[N];    /* the worker took its one obtain/renew step of this tick */
+byte dead;       /* worker + 1 that crashed (stopped for good), 0 none */
+#define ALIVE(j) (dead != (j) + 1)
+#define WAITING(j) (ALIVE(j) && ph[j] <= ACQ)
+#define LWORK(j) (ALIVE(j) && WORKING(j))
+#if N == 2
+#define SOME_WAITING (WAITING(0) || WAITING(1))
+#define SOME_WORKING (LWORK(0) || LWORK(1))
+#else
+#define SOME_WAITING (WAITING(0) || WAITING(1) || WAITING(2))
+#define SOME_WORKING (LWORK(0) || LWORK(1) || LWORK(2))
+#endif
+/* P4: whenever the item is free (before the last tick: a waiter's next attempt is one
+   tick away) or held by a crashed worker (CRASH_BY leaves time for it to expire) while a
+   live worker waits, eventually a live worker works on it */
+ltl p_taken { [] ((((rl == 0 && now < T_MAX) || (dead != 0 && rl == dead)) && SOME_WAITING) -> <> SOME_WORKING) }
+#define ACT(i) !acted[i]
+#define ACTED(i) acted[i] = 1
+#else
+#define ACT(i) true
+#define ACTED(i) skip
+#endif
 #define WALL(i) ((now + off[i]) * F)
 #define NATURAL(i) (WALL(i) + D * F)
 #define STAMP_OK(i) (last[i] + 1 <= NATURAL(i) + BUMP)
+
+/* events, printed when a trail is replayed (spin -t); run.py summarises them */
+#define EV printf("EV t=%d ", now); printf
 
 /* ---------------------------------------------------------------- the bag */
 inline put(v) {
@@ -244,6 +287,7 @@ inline check_work(i) {
 /* a loss (or the body's exit): the scope stops the work and releases, shielded; the
    release may also not be sent (timed out, the loop stalled for good) */
 inline lose(i) {
+  EV("W%d stops work (token %d)\n", i + 1, tok[i]);
   if
   :: SPACE -> put(RQ(K_REL, i, 0, tok[i], 0, 0, 0))
   :: else -> skip
@@ -263,6 +307,7 @@ inline enter(i, t) {
   ol[i] = 0; ot[i] = 0; ou[i] = 0; ofirst[i] = 0;   /* observations.forget */
   if
   :: now < dl[i] ->
+       EV("W%d starts work, token %d, deadline %d\n", i + 1, tok[i], dl[i]);
        ph[i] = HOLD;
        check_work(i);
 #ifndef ONLY_MUTEX
@@ -273,6 +318,7 @@ inline enter(i, t) {
        skip
   :: else ->
        /* answered after its own deadline: not entered (issue 12 item 4); released */
+       EV("W%d: acquisition answered after its deadline, not entered\n", i + 1);
        lose(i)
   fi
 }
@@ -294,41 +340,52 @@ inline enter(i, t) {
 #endif
 #define REL_DEAD(v) (rt > R_T(v) || (rt == R_T(v) && rl != R_W(v) + 1))
 #define ACQ_WITH(x, w, u) (net[x] != 0 && R_K(net[x]) >= K_ACQF && R_W(net[x]) == (w) && R_U(net[x]) == (u))
+#if C == 1
+#define ACQ_IN_FLIGHT(w, u) ACQ_WITH(0, w, u)
+#elif C == 2
+#define ACQ_IN_FLIGHT(w, u) (ACQ_WITH(0, w, u) || ACQ_WITH(1, w, u))
+#elif C == 3
+#define ACQ_IN_FLIGHT(w, u) (ACQ_WITH(0, w, u) || ACQ_WITH(1, w, u) || ACQ_WITH(2, w, u))
+#else
+#define ACQ_IN_FLIGHT(w, u) (ACQ_WITH(0, w, u) || ACQ_WITH(1, w, u) || ACQ_WITH(2, w, u) || ACQ_WITH(3, w, u))
+#endif
+#define DEAD(v) (!R_LIVE(v) && \
+  ((R_K(v) == K_REN && REN_DEAD(v)) || (R_K(v) == K_REL && REL_DEAD(v)) || \
+   (R_K(v) == K_UNDO && !(rl == R_W(v) + 1 && ru == R_U(v)) && !ACQ_IN_FLIGHT(R_W(v), R_U(v)))))
+/* an observe-mode acquisition expecting a held state the row has left: that state never
+   comes back (P2, P3), so only the "free" half of its condition can still hold: it is
+   the FREE acquisition with the same payload (not in the mutants, which break P3) */
+#if !defined(MUTANT_NO_FORWARD) && !defined(MUTANT_LESSEE_ONLY)
+#define STALE_ACQR(v) (R_K(v) == K_ACQR && !(rl == R_O(v) && rt == R_T(v) && ru == R_X(v)))
+#else
+#define STALE_ACQR(v) false
+#endif
 inline gc() {
   g = 0;
   do
-  :: g < C && net[g] != 0 && !R_LIVE(net[g]) &&
-     ((R_K(net[g]) == K_REN && REN_DEAD(net[g])) ||
-      (R_K(net[g]) == K_REL && REL_DEAD(net[g])) ||
-      (R_K(net[g]) == K_UNDO && !(rl == R_W(net[g]) + 1 && ru == R_U(net[g]))
-       && !ACQ_WITH(0, R_W(net[g]), R_U(net[g]))
-#if C > 1
-       && !ACQ_WITH(1, R_W(net[g]), R_U(net[g]))
-#endif
-#if C > 2
-       && !ACQ_WITH(2, R_W(net[g]), R_U(net[g]))
-#endif
-#if C > 3
-       && !ACQ_WITH(3, R_W(net[g]), R_U(net[g]))
-#endif
-      )) -> take_out(g)
-  :: g < C && !(net[g] != 0 && !R_LIVE(net[g]) &&
-     ((R_K(net[g]) == K_REN && REN_DEAD(net[g])) ||
-      (R_K(net[g]) == K_REL && REL_DEAD(net[g])) ||
-      (R_K(net[g]) == K_UNDO && !(rl == R_W(net[g]) + 1 && ru == R_U(net[g]))
-       && !ACQ_WITH(0, R_W(net[g]), R_U(net[g]))
-#if C > 1
-       && !ACQ_WITH(1, R_W(net[g]), R_U(net[g]))
-#endif
-#if C > 2
-       && !ACQ_WITH(2, R_W(net[g]), R_U(net[g]))
-#endif
-#if C > 3
-       && !ACQ_WITH(3, R_W(net[g]), R_U(net[g]))
-#endif
-      ))) -> g++
+  :: g < C && net[g] != 0 && DEAD(net[g]) -> take_out(g)
+  :: g < C && net[g] != 0 && STALE_ACQR(net[g]) ->
+       v = RQ(K_ACQF, R_W(net[g]), R_LIVE(net[g]), 0, R_U(net[g]), 0, 0);
+       take_out(g); put(v); g = 0
+  :: g < C && !(net[g] != 0 && (DEAD(net[g]) || STALE_ACQR(net[g]))) -> g++
   :: g == C -> break
   od;
+#if !defined(MUTANT_NO_FORWARD) && !defined(MUTANT_LESSEE_ONLY)
+  /* a sighting of a held state the row has left can never be matched again (unless a
+     read answered before the change is still to be judged): forget it */
+  g = 0;
+  do
+  :: g < N ->
+       if
+       :: ol[g] != 0 && ph[g] != TAKER && !(ol[g] == rl && ot[g] == rt && ou[g] == ru) &&
+          !(ph[g] == READ && A_L(ans[g]) == ol[g] && A_T(ans[g]) == ot[g] && A_U(ans[g]) == ou[g]) ->
+            ol[g] = 0; ot[g] = 0; ou[g] = 0; ofirst[g] = 0
+       :: else -> skip
+       fi;
+       g++
+  :: else -> break
+  od;
+#endif
   g = 0
 }
 
@@ -351,6 +408,12 @@ inline apply(idx) {
 #endif
   :: R_K(v) == K_REL -> ok = (rl == w + 1 && rt == R_T(v))
   :: R_K(v) == K_UNDO -> ok = (rl == w + 1 && ru == R_U(v))
+  fi;
+  if
+  :: R_K(v) == K_REN -> EV("store %d %d: W%d renew(token %d, until %d); row was W%d/token %d/until %d\n", R_LIVE(v), ok, w + 1, R_T(v), R_U(v), rl, rt, ru)
+  :: R_K(v) == K_REL -> EV("store %d %d: W%d release(token %d)\n", R_LIVE(v), ok, w + 1, R_T(v))
+  :: R_K(v) == K_UNDO -> EV("store %d %d: W%d undo(until %d)\n", R_LIVE(v), ok, w + 1, R_U(v))
+  :: R_K(v) >= K_ACQF -> EV("store %d %d: W%d acquire(until %d); row was W%d/token %d/until %d\n", R_LIVE(v), ok, w + 1, R_U(v), rl, rt, ru)
   fi;
   /* The answer, as far as the worker's decision reads it. A refusal carries the row
      (ReturnValuesOnConditionCheckFailure=ALL_OLD); the lost-answer reconciliation is
@@ -434,8 +497,16 @@ active proctype clock() {
   byte i, j, k;
 end:
   do
+#ifdef LIVENESS
+  :: timeout && now < T_MAX ->   /* maximal progress: time moves when nothing else can */
+     d_step {
+       now++;
+       i = 0;
+       do :: i < N -> acted[i] = 0; i++ :: else -> break od;
+#else
   :: d_step { now < T_MAX ->
        now++;
+#endif
        /* canonical forms: values that can no longer make a difference are zeroed */
        i = 0;
        do
@@ -446,7 +517,7 @@ end:
             if :: last[i] < (now + D) * F -> last[i] = 0 :: else -> skip fi; /* (even after a step back) */
 #endif
             if                                  /* the deadline passed: the loss (the heartbeat */
-            :: (ph[i] == HOLD || ph[i] == RENEW) && dl[i] <= now -> /* gives up, the timer cancels */
+            :: (ph[i] == HOLD || ph[i] == RENEW) && dl[i] <= now && NOT_DEAD(i) ->
                  orphan(i); lose(i)                 /* the body; the scope releases) */
             :: else -> skip
             fi;
@@ -477,24 +548,25 @@ proctype worker(byte i) {
 end:
   do
   /* -- obtaining, clock mode: acquire(lease_id, request, max_clock_skew=S) */
-  :: d_step { (ph[i] == IDLE && !OBSERVES(i) && rt < TOK_MAX && SPACE && STAMP_OK(i)) ->
-       
+  :: d_step { (ph[i] == IDLE && !OBSERVES(i) && rt < TOK_MAX && SPACE && STAMP_OK(i) && ACT(i)) ->
+         ACTED(i);
          stamp(i);
          a = (WALL(i) > S * F -> WALL(i) - S * F : 0);   /* :cutoff = clock - skew */
          req[i] = RQ(K_ACQC, i, 0, 0, wu[i], a, 0);
+         EV("W%d sends acquire(until %d, cutoff %d)\n", i + 1, wu[i], a);
          put(req[i] + LIVE_BIT);
          ph[i] = ACQ;
          a = 0; v = 0; j = 0; k = 0
        }
 
   /* -- obtaining, observe mode: a consistent read, then the verdict */
-  :: d_step { (ph[i] == IDLE && OBSERVES(i)) ->
+  :: d_step { (ph[i] == IDLE && OBSERVES(i) && ACT(i)) ->
+       ACTED(i);
        /* sent, served by the store (a snapshot of the row now), answer read later */
        ans[i] = AN(1, rl, rt, ru);
        ph[i] = READ
      }
   :: d_step { (ph[i] == READ && ans[i] != 0) ->
-       
          a = ans[i]; ans[i] = 0; req[i] = 0;
          if
          :: A_L(a) == 0 ->                                /* Verdict.FREE */
@@ -507,26 +579,36 @@ end:
               fi
          :: else ->                                       /* a new state: start counting */
               ol[i] = A_L(a); ot[i] = A_T(a); ou[i] = A_U(a); ofirst[i] = now;
+              EV("W%d first sees W%d/token %d/until %d\n", i + 1, ol[i], ot[i], ou[i]);
+#if !defined(MUTANT_NO_FORWARD) && !defined(MUTANT_LESSEE_ONLY)
+              if   /* already gone from the row: a sighting that can never match again */
+              :: !(ol[i] == rl && ot[i] == rt && ou[i] == ru) ->
+                   ol[i] = 0; ot[i] = 0; ou[i] = 0; ofirst[i] = 0
+              :: else -> skip
+              fi;
+#endif
               ph[i] = IDLE
          fi;
          a = 0
        }
   :: d_step { ((ph[i] == TAKEF || ph[i] == TAKER) && rt < TOK_MAX && SPACE && STAMP_OK(i)) ->
-       
          stamp(i);
          if
          :: ph[i] == TAKEF -> req[i] = RQ(K_ACQF, i, 0, 0, wu[i], 0, 0)
          :: else -> req[i] = RQ(K_ACQR, i, 0, ot[i], wu[i], ou[i], ol[i])
          fi;
+         if
+         :: ph[i] == TAKEF -> EV("W%d sends acquire(until %d): the row was free\n", i + 1, wu[i])
+         :: else -> EV("W%d sends acquire(until %d): row seen unchanged for D\n", i + 1, wu[i])
+         fi;
          put(req[i] + LIVE_BIT);
          ph[i] = ACQ;
          v = 0; j = 0; k = 0
        }
-  :: d_step { (ph[i] == TAKEF || ph[i] == TAKER) -> ph[i] = IDLE }     /* the obtain was cancelled */
+  :: d_step { SAFETY_ONLY(ph[i] == TAKEF || ph[i] == TAKER) -> ph[i] = IDLE }     /* the obtain was cancelled */
 
   /* -- the acquisition's answer: ours if ok, or refused by our own landed write */
   :: d_step { (ph[i] == ACQ && ans[i] != 0) ->
-       
          a = ans[i];
          if
          :: A_OK(a) -> enter(i, A_T(a))              /* granted, or our own landed write */
@@ -537,11 +619,12 @@ end:
 
   /* -- any call given up by the client (timeout, transient error): the store's retry
         sends the same payload again, the old copy still in flight */
-  :: d_step { ((ph[i] == ACQ || ph[i] == RENEW) && SPACE) ->
-        orphan(i); put(req[i] + LIVE_BIT); v = 0; j = 0; k = 0 }
+  :: d_step { SAFETY_ONLY((ph[i] == ACQ || ph[i] == RENEW) && SPACE) ->
+       EV("W%d gives up waiting, the store retries the same request\n", i + 1);
+       orphan(i); put(req[i] + LIVE_BIT); v = 0; j = 0; k = 0 }
   /* ... or the retries are exhausted / the obtain is cancelled: undo in the background */
-  :: d_step { (ph[i] == ACQ) ->
-       
+  :: d_step { SAFETY_ONLY(ph[i] == ACQ) ->
+         EV("W%d gives up the acquisition, undo sent\n", i + 1);
          orphan(i);
          if
          :: SPACE -> put(RQ(K_UNDO, i, 0, 0, wu[i], 0, 0))
@@ -550,20 +633,19 @@ end:
          ph[i] = IDLE; sent[i] = 0; wu[i] = 0; req[i] = 0;
          v = 0; j = 0; k = 0
        }
-  :: d_step { (ph[i] == READ) ->
-        orphan(i); ph[i] = IDLE; req[i] = 0; v = 0; j = 0; k = 0 }
+  :: d_step { SAFETY_ONLY(ph[i] == READ) -> ans[i] = 0; ph[i] = IDLE }     /* read given up */
 
   /* -- holding: the heartbeat renews with a fresh stamp while before the deadline */
-  :: d_step { (ph[i] == HOLD && now < dl[i] && SPACE && STAMP_OK(i)) ->
-       
+  :: d_step { (ph[i] == HOLD && now < dl[i] && SPACE && STAMP_OK(i) && ACT(i)) ->
+         ACTED(i);
          stamp(i);
          req[i] = RQ(K_REN, i, 0, tok[i], wu[i], 0, 0);
+         EV("W%d sends renew(token %d, until %d)\n", i + 1, tok[i], wu[i]);
          put(req[i] + LIVE_BIT);
          ph[i] = RENEW;
          v = 0; k = 0
        }
   :: d_step { (ph[i] == RENEW && ans[i] != 0) ->
-       
          a = ans[i];
          if
          :: A_OK(a) && now < dl[i] ->                /* renewed, or our own landed write */
@@ -573,16 +655,27 @@ end:
               dl[i] = sent[i] + D - M;
 #endif
               ph[i] = HOLD; sent[i] = 0; wu[i] = 0; req[i] = 0; ans[i] = 0;
+              EV("W%d renewed, deadline %d\n", i + 1, dl[i]);
               check_work(i)
          :: else -> lose(i)        /* refused by another tenure, or answered too late */
          fi;
          a = 0; v = 0; j = 0; k = 0
        }
-  :: d_step { (ph[i] == RENEW && now < dl[i]) ->         /* LeaseUnavailableError */
+  :: d_step { SAFETY_ONLY(ph[i] == RENEW && now < dl[i]) ->         /* LeaseUnavailableError */
+       EV("W%d: renewal failed at the client (request still in flight)\n", i + 1);
        orphan(i); ph[i] = HOLD; sent[i] = 0; wu[i] = 0; req[i] = 0; v = 0; j = 0; k = 0 }
   /* -- the deadline passed (heartbeat or timer), or the body exits: stop, release */
-  :: d_step { (ph[i] == HOLD || ph[i] == RENEW) ->    /* (at the deadline: the loss) */
-       orphan(i); lose(i); v = 0; j = 0; k = 0 }
+  :: d_step { ((ph[i] == HOLD || ph[i] == RENEW) && ACT(i)) ->    /* (at the deadline: the loss) */
+       orphan(i); lose(i); v = 0; j = 0; k = 0
+#ifdef LIVENESS
+       ; ph[i] = DONE                                  /* worked once: out of the game */
+#endif
+     }
+#ifdef LIVENESS
+  :: d_step { (ph[i] == HOLD && ACT(i)) -> ACTED(i) }  /* no renewal this tick */
+  :: d_step { (dead == 0 && now <= CRASH_BY && (ph[i] == HOLD || ph[i] == RENEW) && ACT(i)) -> dead = i + 1;
+       EV("W%d crashes\n", i + 1) } -> break
+#endif
   od
 }
 

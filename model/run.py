@@ -48,23 +48,23 @@ class Check:
 CHECKS = [
     Check(
         "clock",
-        "2 workers, clock takeover, lossy network of 2 requests in flight, 6 ticks",
-        {"N": 2, "TAKEOVER": 0, "C": 2, "T_MAX": 6, "TOK_MAX": 3},
+        "2 workers, clock takeover, lossy network of 2 requests in flight, 5 ticks",
+        {"N": 2, "TAKEOVER": 0, "C": 2, "T_MAX": 5, "TOK_MAX": 3},
     ),
     Check(
         "observe",
-        "2 workers, observe takeover, lossy network of 2 requests in flight, 5 ticks",
-        {"N": 2, "TAKEOVER": 1, "C": 2, "T_MAX": 5, "TOK_MAX": 3},
+        "2 workers, observe takeover, lossy network of 1 request in flight, 4 ticks",
+        {"N": 2, "TAKEOVER": 1, "C": 1, "T_MAX": 4, "TOK_MAX": 3},
     ),
     Check(
         "mixed-steps",
-        "2 workers, one per takeover mode, a wall clock stepping within the skew, 5 ticks",
-        {"N": 2, "TAKEOVER": 2, "C": 2, "T_MAX": 5, "TOK_MAX": 2, "CLOCK_STEPS": 1},
+        "2 workers, one per takeover mode, a wall clock stepping within the skew, 4 ticks",
+        {"N": 2, "TAKEOVER": 2, "C": 1, "T_MAX": 4, "TOK_MAX": 2, "CLOCK_STEPS": 1},
     ),
     Check(
         "three-workers",
-        "3 workers, clock takeover, lossy network of 2 requests in flight, 3 ticks",
-        {"N": 3, "TAKEOVER": 0, "C": 2, "T_MAX": 3, "TOK_MAX": 3},
+        "3 workers, clock takeover, lossy network of 1 request in flight, 3 ticks",
+        {"N": 3, "TAKEOVER": 0, "C": 1, "T_MAX": 3, "TOK_MAX": 3},
     ),
 ]
 

@@ -1,12 +1,16 @@
 """Tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s docs`` (all in CI).
 
 ``nox -s bench`` (not run by default) runs the benchmark suite; see docs/performance.md.
+``nox -s model`` checks the protocol model with SPIN (``-- --mutants``: the broken variants);
+see docs/protocol.md.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
+import sys
 
 import nox
 
@@ -76,3 +80,15 @@ def soak(session: nox.Session) -> None:
     """The chaos scenarios in their long form, for nightly runs (not part of CI)."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/chaos", "--soak", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="none")
+def model(session: nox.Session) -> None:
+    """The SPIN model of the lease protocol, checked exhaustively (``-- --mutants``)."""
+    missing = [tool for tool in ("spin", "gcc") if shutil.which(tool) is None]
+    if missing:
+        session.error(
+            f"{' and '.join(missing)} not on PATH: the model check needs the SPIN model "
+            "checker and a C compiler (Debian: apt-get install -y spin gcc)"
+        )
+    session.run(sys.executable, "model/run.py", *session.posargs, external=True)

@@ -47,6 +47,10 @@ PRINTS: dict[str, list[str]] = {
         "nobody leads",
         "now node-2 leads, term 2",
     ],
+    "scope_state.py": [
+        "expiry moved with the renewals: True",
+        "the next step fits under token 1",
+    ],
     "taskgroup_services.py": [
         "consumed message 2 from queue-1",
         "reported progress of queue-1",

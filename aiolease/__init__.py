@@ -20,11 +20,12 @@ from ._global import global_lock_store, setup_lock_store_global
 from ._locker import LeaseScope, Locker
 from ._log import set_logger
 from ._store import LockStore
-from ._types import Lease, LeaseItem, LeaseRequest
+from ._types import Holder, Lease, LeaseItem, LeaseRequest
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Holder",
     "Lease",
     "LeaseError",
     "LeaseItem",

@@ -46,12 +46,22 @@ class LeaseLostError(LeaseError):
     """A held lease was taken over, released by someone else, or could not be renewed in time.
 
     Once raised, the work done under the lease must be assumed unsafe to continue.
-    ``reason`` says why, in a few words.
+    ``reason`` says why in a few words (``"taken over by 'w2'"``, ``"released by another"``,
+    ``"local deadline passed"``, ``"overrun"``, ...); ``str()`` tells the whole story, and
+    ``detail`` the state of the row or the circumstance that decided it.
     """
 
-    def __init__(self, message: str, *, lease_id: str | None = None, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        lease_id: str | None = None,
+        reason: str = "",
+        detail: str = "",
+    ) -> None:
         super().__init__(message, lease_id=lease_id)
         self.reason = reason or message
+        self.detail = detail or message
 
 
 class LeaseStoreError(LeaseError):

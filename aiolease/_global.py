@@ -1,4 +1,4 @@
-"""The seed's package-level store: ``SetupLockStoreGlobal`` and ``GlobalLockStore``."""
+"""A package-level store, as in the Go package (``SetupLockStoreGlobal``, ``GlobalLockStore``)."""
 
 from __future__ import annotations
 

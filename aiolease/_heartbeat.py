@@ -109,11 +109,14 @@ class Keeper:
             )
         return period
 
-    def lost(self, lease: Lease, why: str) -> LeaseLostError:
-        """Log the loss of ``lease`` and return the error that reports it."""
+    def lost(self, lease: Lease, why: str, reason: str) -> LeaseLostError:
+        """Log the loss of ``lease`` and return the error that reports it.
+
+        ``why`` is the whole story (the message), ``reason`` a few words of it.
+        """
         get_logger().info("lost %s: %s", describe(lease), why, extra=lease_fields(lease))
         return LeaseLostError(
-            f"lease on {describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=why
+            f"lease on {describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=reason
         )
 
     # -- renewing -----------------------------------------------------------------------
@@ -139,19 +142,27 @@ class Keeper:
         attempt = 0
         while True:
             if self.clock.monotonic() >= hold.deadline:
-                raise self.lost(lease, "its local deadline passed before a renewal succeeded")
+                raise self.lost(
+                    lease,
+                    "its local deadline passed before a renewal succeeded",
+                    "local deadline passed",
+                )
             attempt += 1
             try:
                 async with asyncio.timeout_at(hold.deadline):
                     renewed = await self.store.renew(lease)
             except TimeoutError:
                 raise self.lost(
-                    lease, "a renewal was still unanswered at the local deadline"
+                    lease,
+                    "a renewal was still unanswered at the local deadline",
+                    "local deadline passed",
                 ) from None
             except LeaseLostError as exc:
-                raise self.lost(lease, f"the item is {exc.reason}") from exc
+                raise self.lost(lease, f"the item is {exc.detail}", exc.reason) from exc
             except LeaseStoreError as exc:
-                raise self.lost(lease, f"the table cannot be written: {exc}") from exc
+                raise self.lost(
+                    lease, f"the table cannot be written: {exc}", "table error"
+                ) from exc
             except LeaseUnavailableError as exc:
                 left = hold.deadline - self.clock.monotonic()
                 get_logger().warning(
@@ -168,7 +179,11 @@ class Keeper:
             if self.clock.monotonic() >= hold.deadline:
                 # The loop stalled, or the answer came too late: the work may already have
                 # overrun, so a renewal after the deadline does not revive the lease.
-                raise self.lost(lease, "the renewal was answered after the local deadline")
+                raise self.lost(
+                    lease,
+                    "the renewal was answered after the local deadline",
+                    "local deadline passed",
+                )
             hold.lease = renewed
             hold.deadline = self.deadline(renewed)
             get_logger().debug("renewed %s", describe(renewed), extra=lease_fields(renewed))

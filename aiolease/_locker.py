@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar
 
 from ._errors import LeaseNotObtainedError, LeaseUnavailableError
 from ._heartbeat import HEARTBEAT_STOP_TIME, MAX_RELEASE_TIME, Keeper, describe
 from ._log import get_logger, lease_fields
-from ._scope import LeaseScope, _check_request
+from ._scope import LeaseScope, _check_lease_id, _check_request
 from ._takeover import Takeover, takeover_rule
 from ._tasks import TaskOwner
-from ._types import Lease, LeaseRequest, _as_seconds, check_clock_skew
+from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
 
 if TYPE_CHECKING:
     from ._store import LockStore
@@ -140,14 +140,21 @@ class Locker:
         self._log_acquired(lease)
         return lease
 
-    async def wait_until_lease_obtained(self, request: LeaseRequest, wait_period: float) -> Lease:
+    async def wait_until_lease_obtained(
+        self, request: LeaseRequest, wait_period: float = 1.0, *, lease_id: str | None = None
+    ) -> Lease:
         """Retry :meth:`obtain_lease` every ``wait_period`` seconds until it succeeds.
 
-        Transient DynamoDB errors are logged and retried; a store error (missing table,
-        access denied) is raised.
+        With ``lease_id``, wait for that item instead (by this locker's takeover rule); a
+        ``lease_id`` with no row raises :class:`LeaseNotObtainedError` at once, as
+        :meth:`lease` does. Transient DynamoDB errors are logged and retried; a store error
+        (missing table, access denied) is raised. Pair it with :meth:`heartbeat`.
         """
         _check_request(request)
         wait_period = _as_seconds("wait_period", wait_period)
+        if lease_id is not None:
+            _check_lease_id(lease_id)
+            return await self._wait_for_named(request, lease_id, wait_period, [])
         while True:
             try:
                 return await self.obtain_lease(request)
@@ -165,27 +172,38 @@ class Locker:
         timeout: float | None,
     ) -> Lease:
         """Obtain any item, or the named one, waiting up to ``timeout`` (None: forever)."""
+        refusals: list[LeaseNotObtainedError] = []
         try:
             async with asyncio.timeout(timeout):
                 if lease_id is None:
                     return await self.wait_until_lease_obtained(request, wait_period)
-                return await self._wait_for_named(request, lease_id, wait_period)
+                return await self._wait_for_named(request, lease_id, wait_period, refusals)
         except TimeoutError:
             what = "an item" if lease_id is None else repr(lease_id)
+            # The last refusal says who held the item: the timeout reports it too.
+            last = refusals[-1] if refusals else None
+            why = f" (the last attempt found: {last})" if last is not None else ""
             raise LeaseNotObtainedError(
-                f"{request.lessee_id!r} obtained no lease on {what} within {timeout} s",
+                f"{request.lessee_id!r} obtained no lease on {what} within {timeout} s{why}",
                 lease_id=lease_id,
+                holder=None if last is None else last.holder,
             ) from None
 
     async def _wait_for_named(
-        self, request: LeaseRequest, lease_id: str, wait_period: float
+        self,
+        request: LeaseRequest,
+        lease_id: str,
+        wait_period: float,
+        refusals: list[LeaseNotObtainedError],
     ) -> Lease:
+        """Obtain ``lease_id``, retrying; each refusal is kept (last) in ``refusals``."""
         while True:
             try:
                 lease = await self._rule.obtain_named(self._store, request, lease_id)
             except LeaseNotObtainedError as exc:
                 if not exc.item_exists:
                     raise  # waiting will not make the row appear
+                refusals[:] = [exc]
             except LeaseUnavailableError as exc:
                 get_logger().warning("obtaining %r for %s: %s", lease_id, request.lessee_id, exc)
             else:
@@ -204,8 +222,11 @@ class Locker:
 
     # -- keeping alive ------------------------------------------------------------------
 
-    async def heartbeat(self, lease: Lease, period: float) -> NoReturn:
-        """Renew ``lease`` every ``period`` seconds, forever.
+    async def heartbeat(self, lease: Lease, period: float | None = None) -> NoReturn:
+        """Renew ``lease`` every ``period`` seconds (default: a third of its duration), forever.
+
+        ``period`` is validated like :meth:`lease`'s ``heartbeat_period``: shorter than the
+        duration (``ValueError``), a warning above a third of it.
 
         Raises :class:`LeaseLostError` as soon as the lease is lost: taken over, released by
         someone else, or not renewed before its local deadline. Stops when cancelled, so it
@@ -215,6 +236,55 @@ class Locker:
             raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
         period = self._keeper.check_period(lease.request, period, stacklevel=3)
         await self._keeper.keep_alive(self._keeper.hold(lease), period, None)
+
+    # -- who holds an item ---------------------------------------------------------------
+
+    async def holder(self, lease_id: str) -> Holder | None:
+        """Who holds ``lease_id`` now: a :class:`Holder`, or ``None`` if it is free or expired.
+
+        Expired means by the clock rule with this locker's ``max_clock_skew`` (the moment a
+        clock-mode locker may take it over; an observe-mode locker waits longer). One
+        strongly consistent read; :class:`LeaseNotObtainedError` (``item_exists`` False) if
+        there is no such item. For leader election: "who leads?".
+        """
+        _check_lease_id(lease_id)
+        item = await self._store.get_item(lease_id, consistent_read=True)
+        if item is None:
+            raise LeaseNotObtainedError(
+                f"no item {lease_id!r} in table {self._store.table_name!r}; "
+                "register it with add_item()",
+                lease_id=lease_id,
+                item_exists=False,
+            )
+        if self._store.expired(item, self.max_clock_skew) or item.lessee_id is None:
+            return None
+        return Holder(item.lease_id, item.lessee_id, item.fencing_token, item)
+
+    async def watch_holder(
+        self, lease_id: str, *, poll: float = 1.0
+    ) -> AsyncGenerator[Holder | None, None]:
+        """Yield the holder of ``lease_id`` (as :meth:`holder`) now and at each change.
+
+        Reads the row every ``poll`` seconds and yields when the holder (lessee and token)
+        changes: a renewal is no change, ``None`` means free or expired. A read that fails
+        transiently is logged and retried at the next poll. No task runs in the
+        background: stop by breaking out of the loop (best inside
+        ``contextlib.aclosing()``) or by cancelling the task that iterates.
+        """
+        _check_lease_id(lease_id)
+        poll = _as_seconds("poll", poll)
+        last: tuple[str, int] | bool | None = False  # False: nothing yielded yet
+        while True:
+            try:
+                holder = await self.holder(lease_id)
+            except LeaseUnavailableError as exc:
+                get_logger().warning("reading the holder of %r: %s", lease_id, exc)
+            else:
+                key = None if holder is None else (holder.lessee_id, holder.fencing_token)
+                if key != last:
+                    last = key
+                    yield holder
+            await asyncio.sleep(poll)
 
     # -- scopes -------------------------------------------------------------------------
 

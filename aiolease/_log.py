@@ -1,4 +1,4 @@
-"""The library's logger, replaceable with :func:`set_logger` (the seed's ``SetLogger``)."""
+"""The library's logger, replaceable with :func:`set_logger` (the Go package's ``SetLogger``)."""
 
 from __future__ import annotations
 

@@ -85,12 +85,13 @@ async def renew(
                 continue
             if not ambiguous:
                 table.stamps.forget(lease.lease_id, until_ns)
-            reason = table.describe_row(old)
+            detail = table.describe_row(old)
             raise LeaseLostError(
                 f"lease on {lease.lease_id!r} (token {lease.fencing_token}) is lost: "
-                f"the item is {reason}",
+                f"the item is {detail}",
                 lease_id=lease.lease_id,
-                reason=reason,
+                reason=rows.refusal(schema, old),
+                detail=detail,
             ) from None
         if return_attributes:
             row = response.get("Attributes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,8 @@ class LeaseScope:
         _stacklevel: int = 3,
     ) -> None:
         _check_request(request)
-        if lease_id is not None and not isinstance(lease_id, str):
-            raise TypeError(f"lease_id must be a str or None, not {type(lease_id).__name__}")
+        if lease_id is not None:
+            _check_lease_id(lease_id)
         # The scope is the locker's own context manager: it obtains through the locker's
         # takeover rule and holds through its keeper, and touches nothing else of it.
         self._obtain = locker._obtain
@@ -106,6 +107,26 @@ class LeaseScope:
     def lost(self) -> bool:
         """Whether the lease was lost: while the body ran, at its exit, or before entry."""
         return self._lost is not None
+
+    @property
+    def lease(self) -> Lease:
+        """The current lease: the one the latest renewal returned (``as lease`` is the first).
+
+        Its ``until`` moves with each renewal; its ``fencing_token`` never changes within the
+        scope. ``RuntimeError`` before the scope has obtained a lease.
+        """
+        if self._hold is None:
+            raise RuntimeError("the lease scope has not obtained a lease yet")
+        return self._hold.lease
+
+    @property
+    def until(self) -> datetime:
+        """The stored expiry of the current lease (UTC), as others judge it; see :attr:`lease`.
+
+        For "may I still work?" use :meth:`time_left`, which counts on the local clock and
+        ends a safety margin earlier.
+        """
+        return self.lease.until
 
     def time_left(self) -> float:
         """Seconds until the body would be cancelled if no renewal succeeds (0 once lost/exited).
@@ -141,7 +162,9 @@ class LeaseScope:
             # already have stopped, so it never starts. Free the row for the next worker.
             self._state = _State.EXITED
             self._lost = self._keeper.lost(
-                lease, f"the acquisition was answered {late:.2f} s after its local deadline"
+                lease,
+                f"the acquisition was answered {late:.2f} s after its local deadline",
+                "acquisition answered too late",
             )
             await asyncio.shield(self._keeper.tasks.spawn(self._keeper.release(lease)))
             raise self._lost
@@ -178,7 +201,9 @@ class LeaseScope:
             # Nobody but another holder (or an operator) takes our row while we hold it: the
             # lease was lost while the body ran, even if no heartbeat came to see it.
             self._lost = self._keeper.lost(
-                self._hold.lease, "it was taken or freed by another before the release"
+                self._hold.lease,
+                "it was taken or freed by another before the release",
+                "taken or freed by another",
             )
         lost = self._lost
         if lost is None or isinstance(exc_val, _PROPAGATE) or _contains(exc_val, _PROPAGATE):
@@ -233,6 +258,7 @@ class LeaseScope:
                 self._hold.lease,
                 f"the body ran {over:.2f} s past the local deadline without awaiting, "
                 "so nothing could stop it",
+                "overrun",
             )
         return None
 
@@ -245,11 +271,16 @@ class LeaseScope:
             self._timer = asyncio.get_running_loop().call_at(hold.deadline, self._on_deadline)
 
     def _on_deadline(self) -> None:
-        # The heartbeat should have reported the loss by now; this is the backstop for a
-        # heartbeat that is stuck, so the body never outlives the deadline.
+        # The heartbeat reports a loss before the deadline; this is the backstop for when it
+        # did not report in time (a renewal in flight, a slow loop), so that the body never
+        # outlives the deadline.
         if self._state is _State.ENTERED and self._hold is not None:
             self._lose(
-                self._keeper.lost(self._hold.lease, "its local deadline passed (heartbeat stuck)")
+                self._keeper.lost(
+                    self._hold.lease,
+                    "its local deadline passed before a renewal succeeded",
+                    "local deadline passed",
+                )
             )
 
     def _on_heartbeat_done(self, task: asyncio.Task[None]) -> None:
@@ -274,6 +305,7 @@ class LeaseScope:
         lost = LeaseLostError(
             f"lease on {describe(self._hold.lease)} lost: its heartbeat failed ({exc!r})",
             lease_id=self._hold.lease.lease_id,
+            reason="heartbeat failed",
         )
         lost.__cause__ = exc
         return lost
@@ -327,3 +359,8 @@ def _contains(exc: BaseException | None, types: tuple[type[BaseException], ...])
 def _check_request(request: object) -> None:
     if not isinstance(request, LeaseRequest):
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
+
+
+def _check_lease_id(lease_id: object) -> None:
+    if not isinstance(lease_id, str):
+        raise TypeError(f"lease_id must be a str or None, not {type(lease_id).__name__}")

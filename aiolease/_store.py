@@ -276,7 +276,7 @@ class LockStore:
         )
 
     async def list_lease_ids(self) -> list[str]:
-        """Every item's ID, across all scan pages (the seed's ``ListLeaseIDs``)."""
+        """Every item's ID, across all scan pages (the Go package's ``ListLeaseIDs``)."""
         return [item.lease_id async for item in self.scan(projection_only=True)]
 
     async def scan(
@@ -342,7 +342,10 @@ class LockStore:
         *,
         max_clock_skew: float = 0.0,
     ) -> Lease:
-        """Acquire ``lease_id``, or renew it if this lessee holds it already (the seed's ``Lease``).
+        """Acquire ``lease_id``, or renew it if this lessee ID holds it already (Go's ``Lease``).
+
+        For code ported from the Go package: prefer :meth:`acquire` (never re-enters a lease
+        held under the same ID) or ``Locker.lease()``.
 
         Succeeds when the row exists and is free, expired (``LeaseUntil`` older than now
         minus ``max_clock_skew``), or held by this lessee. A fresh acquisition raises the

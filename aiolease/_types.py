@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["Lease", "LeaseItem", "LeaseRequest"]
+__all__ = ["Holder", "Lease", "LeaseItem", "LeaseRequest"]
 
 # A lessee ID is stored in every row it holds and written on every renewal; keep it small.
 MAX_LESSEE_ID_LENGTH = 1024
@@ -153,6 +153,29 @@ class LeaseItem:
     def until(self) -> datetime | None:
         """``until_ns`` as a UTC datetime, or ``None`` when the row has no expiry."""
         return ns_to_datetime(self.until_ns) if self.until_ns > 0 else None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds an item, as :meth:`Locker.holder` and :meth:`Locker.watch_holder` report it.
+
+    One tenure is one (``lessee_id``, ``fencing_token``): a renewal changes ``until`` (and
+    ``item``) but not the tenure.
+    """
+
+    lease_id: str
+    """The item's ID."""
+    lessee_id: str
+    """The holder's lessee ID (the row's ``ProcessID``)."""
+    fencing_token: int
+    """The holder's fencing token: for a leader, its term number."""
+    item: LeaseItem = field(compare=False, repr=False)
+    """The row as read, with its user attributes."""
+
+    @property
+    def until(self) -> datetime | None:
+        """The stored expiry when read (UTC): renewals move it."""
+        return self.item.until
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -42,6 +42,15 @@ PRINTS: dict[str, list[str]] = {
         *(f"leads, term {term}" for term in (1, 2, 3)),
         *(f"node-{n} steps down" for n in range(3)),
     ],
+    "leader_watch.py": [
+        "now node-1 leads, term 1",
+        "nobody leads",
+        "now node-2 leads, term 2",
+    ],
+    "scope_state.py": [
+        "expiry moved with the renewals: True",
+        "the next step fits under token 1",
+    ],
     "taskgroup_services.py": [
         "consumed message 2 from queue-1",
         "reported progress of queue-1",

@@ -211,6 +211,18 @@ def describe(schema: Schema, row: Mapping[str, Any] | None, now_ns: int) -> str:
     return f"held by {holder!r} (token {token_value}, expires in {remaining:.1f} s)"
 
 
+def refusal(schema: Schema, row: Mapping[str, Any] | None) -> str:
+    """Why a row refused a renewal, in a few words (``LeaseLostError.reason``)."""
+    if row is None:
+        return "item deleted"
+    if not leasable(schema, row):
+        return "row malformed"
+    holder = string(row, schema.lessee_attribute)
+    if holder is None:
+        return "released by another"
+    return f"taken over by {holder!r}"
+
+
 def malformed_error(schema: Schema, lease_id: str, row: Mapping[str, Any]) -> MalformedRowError:
     """The error for a row whose ``LeaseToken`` is not a whole number."""
     return MalformedRowError(

@@ -216,9 +216,9 @@ def loss_category(why: str) -> str:
     """A few words on why a lease was lost, for the figures."""
     if "deadline" in why:
         return "local deadline (renewals failed or were too slow)"
-    if "held by" in why:
+    if "held by" in why or "taken over" in why:
         return "taken by another lessee"
-    if "free" in why or "gone" in why:
+    if "free" in why or "gone" in why or "released" in why or "deleted" in why:
         return "released by another"
     if "table" in why:
         return "table error"

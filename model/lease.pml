@@ -4,7 +4,8 @@
  * WHAT IS MODELLED
  *   One item row (holder, fencing token, LeaseUntil, stored duration) and N workers
  *   running the library's obtain / acquire / renew / release / undo code paths, with
- *   exactly the conditions of aiolease/_store.py (renewal AS FIXED by issue 12 item 1):
+ *   these forms of the conditions built in aiolease/_wire/requests.py (renewal AS FIXED by
+ *   issue 12 item 1; docs/protocol.md lists how the code differs, D1-D8):
  *     acquire, clock mode  : attribute_exists(#k) AND (attribute_not_exists(#l)
  *                            OR (attribute_type(#u, :n) AND #u < :cutoff))
  *     acquire, observe FREE: attribute_exists(#k) AND attribute_not_exists(#l)
@@ -14,7 +15,7 @@
  *     release              : #l = :l AND #t = :t
  *     undo (cancelled acq) : #l = :l AND #u = :u
  *   what each write stamps (sent_at from the loop clock, then until = max(wall + D,
- *   last + 1) per store), the local deadline sent_at + D - M, the renewal loop (fresh
+ *   last + 1) per store; the code keeps issued values per row, see D4), the local deadline sent_at + D - M, the renewal loop (fresh
  *   stamp after LeaseUnavailableError, same payload on the store's own retries, loss at
  *   the deadline, an answer after the deadline does not revive the lease), and the
  *   lost-answer reconciliations (an acquisition refused by a row showing our lessee and

@@ -16,6 +16,22 @@ from ._errors import (
     LeaseStoreError,
     LeaseUnavailableError,
 )
+from ._events import (
+    EventStream,
+    LeaseAcquired,
+    LeaseAtRisk,
+    LeaseEvent,
+    LeaseLost,
+    LeaseReleased,
+    LeaseRenewed,
+    LeaseTakenOver,
+    RenewalFailed,
+    SessionEnded,
+    SessionEvent,
+    SessionLost,
+    SessionRenewed,
+    SessionStarted,
+)
 from ._global import global_lock_store, setup_lock_store_global
 from ._locker import LeaseScope, Locker
 from ._log import set_logger
@@ -25,18 +41,32 @@ from ._types import Holder, Lease, LeaseItem, LeaseRequest
 __version__ = "0.1.0"
 
 __all__ = [
+    "EventStream",
     "Holder",
     "Lease",
+    "LeaseAcquired",
+    "LeaseAtRisk",
     "LeaseError",
+    "LeaseEvent",
     "LeaseItem",
+    "LeaseLost",
     "LeaseLostError",
     "LeaseNotObtainedError",
+    "LeaseReleased",
+    "LeaseRenewed",
     "LeaseRequest",
     "LeaseScope",
     "LeaseStoreError",
+    "LeaseTakenOver",
     "LeaseUnavailableError",
     "LockStore",
     "Locker",
+    "RenewalFailed",
+    "SessionEnded",
+    "SessionEvent",
+    "SessionLost",
+    "SessionRenewed",
+    "SessionStarted",
     "global_lock_store",
     "set_logger",
     "setup_lock_store_global",

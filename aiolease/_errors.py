@@ -48,7 +48,8 @@ class LeaseLostError(LeaseError):
     Once raised, the work done under the lease must be assumed unsafe to continue.
     ``reason`` says why in a few words (``"taken over by 'w2'"``, ``"released by another"``,
     ``"local deadline passed"``, ``"overrun"``, ...); ``str()`` tells the whole story, and
-    ``detail`` the state of the row or the circumstance that decided it.
+    ``detail`` the state of the row or the circumstance that decided it. ``holder`` is the
+    lessee that holds the item now, when the refusal showed one.
     """
 
     def __init__(
@@ -58,10 +59,12 @@ class LeaseLostError(LeaseError):
         lease_id: str | None = None,
         reason: str = "",
         detail: str = "",
+        holder: str | None = None,
     ) -> None:
         super().__init__(message, lease_id=lease_id)
         self.reason = reason or message
         self.detail = detail or message
+        self.holder = holder
 
 
 class LeaseStoreError(LeaseError):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from ._errors import LeaseError, LeaseLostError, LeaseStoreError, LeaseUnavailableError
+from ._events import Events
 from ._log import get_logger, lease_fields
 from ._tasks import TaskOwner
 from ._types import Lease, LeaseRequest, _as_seconds
@@ -67,6 +68,7 @@ class Keeper:
         self.clock = clock
         self.safety_margin = safety_margin
         self.tasks = tasks
+        self.events = Events(store.table_name, clock)
 
     def margin(self, duration: float) -> float:
         """How long before its expiry a holder of a ``duration`` lease stops its work."""
@@ -109,12 +111,16 @@ class Keeper:
             )
         return period
 
-    def lost(self, lease: Lease, why: str, reason: str) -> LeaseLostError:
+    def lost(
+        self, lease: Lease, why: str, reason: str, holder: str | None = None
+    ) -> LeaseLostError:
         """Log the loss of ``lease`` and return the error that reports it.
 
-        ``why`` is the whole story (the message), ``reason`` a few words of it.
+        ``why`` is the whole story (the message), ``reason`` a few words of it, ``holder``
+        the new holder when known.
         """
         get_logger().info("lost %s: %s", describe(lease), why, extra=lease_fields(lease))
+        self.events.lost(lease, reason, holder)
         return LeaseLostError(
             f"lease on {describe(lease)} lost: {why}", lease_id=lease.lease_id, reason=reason
         )
@@ -125,21 +131,37 @@ class Keeper:
         self, hold: Hold, period: float, on_renewed: Callable[[Hold], None] | None
     ) -> NoReturn:
         """Renew every ``period`` (jittered down) until a renewal fails: LeaseLostError."""
+        self.events.holding(hold.lease, +1)
+        try:
+            await self._renew_every(hold, period, on_renewed)
+        finally:
+            self.events.holding(hold.lease, -1)
+
+    async def _renew_every(
+        self, hold: Hold, period: float, on_renewed: Callable[[Hold], None] | None
+    ) -> NoReturn:
         while True:
             # Jittered down, never up: heartbeats of leases taken in one burst drift apart
             # instead of renewing in lockstep, and no lease gets fewer renewals than asked.
-            delay = hold.lease._sent_at + period * random.uniform(0.8, 1.0) - self.clock.monotonic()
-            if delay > 0:
-                await asyncio.sleep(min(delay, hold.deadline - self.clock.monotonic()))
-            await self.renew(hold)
+            due = hold.lease._sent_at + period * random.uniform(0.8, 1.0)
+            if due > self.clock.monotonic():
+                wake = min(due, hold.deadline)
+                await asyncio.sleep(wake - self.clock.monotonic())
+                self.events.woke(hold.lease, self.clock.monotonic() - wake)
+            await self.renew(hold, period)
             if on_renewed is not None:
                 on_renewed(hold)
 
-    async def renew(self, hold: Hold) -> None:
-        """Renew once, retrying transient failures until the local deadline."""
+    async def renew(self, hold: Hold, period: float | None = None) -> None:
+        """Renew once, retrying transient failures until the local deadline.
+
+        ``period`` (default: a third of the lease) is the heartbeat's: with less than that
+        left after a failed attempt, the lease is reported at risk.
+        """
         lease = hold.lease
         backoff = RETRY_BASE
         attempt = 0
+        at_risk = False
         while True:
             if self.clock.monotonic() >= hold.deadline:
                 raise self.lost(
@@ -148,23 +170,31 @@ class Keeper:
                     "local deadline passed",
                 )
             attempt += 1
+            started = self.clock.monotonic()
             try:
                 async with asyncio.timeout_at(hold.deadline):
                     renewed = await self.store.renew(lease)
             except TimeoutError:
+                self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(
                     lease,
                     "a renewal was still unanswered at the local deadline",
                     "local deadline passed",
                 ) from None
             except LeaseLostError as exc:
-                raise self.lost(lease, f"the item is {exc.detail}", exc.reason) from exc
+                self.events.renewal_refused(lease, self.clock.monotonic() - started)
+                raise self.lost(lease, f"the item is {exc.detail}", exc.reason, exc.holder) from exc
             except LeaseStoreError as exc:
                 raise self.lost(
                     lease, f"the table cannot be written: {exc}", "table error"
                 ) from exc
             except LeaseUnavailableError as exc:
                 left = hold.deadline - self.clock.monotonic()
+                self.events.renewal_failed(
+                    lease, attempt, hold.deadline - left - started, left, exc
+                )
+                risky = period or lease.request.duration / RENEWALS_PER_LEASE
+                at_risk = at_risk or self.events.at_risk(lease, left, risky)
                 get_logger().warning(
                     "renewal attempt %d of %s failed (%s); retrying, %.2f s left",
                     attempt,
@@ -179,6 +209,7 @@ class Keeper:
             if self.clock.monotonic() >= hold.deadline:
                 # The loop stalled, or the answer came too late: the work may already have
                 # overrun, so a renewal after the deadline does not revive the lease.
+                self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(
                     lease,
                     "the renewal was answered after the local deadline",
@@ -186,6 +217,7 @@ class Keeper:
                 )
             hold.lease = renewed
             hold.deadline = self.deadline(renewed)
+            self.events.renewed(renewed, self.clock.monotonic() - started)
             get_logger().debug("renewed %s", describe(renewed), extra=lease_fields(renewed))
             return
 
@@ -230,6 +262,7 @@ class Keeper:
                 return None
             if released:
                 get_logger().info("released %s", describe(lease), extra=lease_fields(lease))
+                self.events.released(lease)
             else:
                 get_logger().info(
                     "%s was no longer held at release", describe(lease), extra=lease_fields(lease)

@@ -10,9 +10,10 @@ import asyncio
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from ._errors import LeaseNotObtainedError, LeaseUnavailableError
+from ._events import DEFAULT_MAX_BUFFER, EventStream, Listener
 from ._heartbeat import HEARTBEAT_STOP_TIME, MAX_RELEASE_TIME, Keeper, describe
 from ._log import get_logger, lease_fields
 from ._scope import LeaseScope, _check_lease_id, _check_request
@@ -51,6 +52,11 @@ class Locker:
     between clocks (rows without a stored duration, such as Go's, still use the clock rule).
     A takeover rule object (with ``obtain_any``, ``obtain_named`` and ``ripens_in``) may be
     given instead; it then brings its own ``max_clock_skew``. See docs/takeover-modes.md.
+
+    ``meter_provider`` (an OpenTelemetry ``MeterProvider``; needs ``aiolease[otel]``) turns
+    on the locker's metrics, attributed by table (and by lessee with
+    ``metrics_lessee_id=True``); see docs/observability.md. Events: :meth:`add_listener`,
+    :meth:`events`.
     """
 
     def __init__(
@@ -60,6 +66,8 @@ class Locker:
         max_clock_skew: float = 1.0,
         takeover: Literal["clock", "observe"] | Takeover = "clock",
         safety_margin: float | None = None,
+        meter_provider: Any = None,
+        metrics_lessee_id: bool = False,
     ) -> None:
         from ._store import LockStore
 
@@ -78,6 +86,12 @@ class Locker:
             parent=store.tasks,
         )
         self._keeper = Keeper(store, store.clock, safety_margin, self._tasks)
+        if meter_provider is not None:
+            from ._metrics import Metrics
+
+            self._keeper.events.metrics = Metrics(
+                meter_provider, store.table_name, lessee_id=metrics_lessee_id
+            )
 
     def __repr__(self) -> str:
         return (
@@ -136,8 +150,11 @@ class Locker:
         instead of colliding on the first rows.
         """
         _check_request(request)
+        return await self._obtain_any(request, self._keeper.clock.monotonic())
+
+    async def _obtain_any(self, request: LeaseRequest, started: float) -> Lease:
         lease = await self._rule.obtain_any(self._store, request)
-        self._log_acquired(lease)
+        self._log_acquired(lease, started)
         return lease
 
     async def wait_until_lease_obtained(
@@ -152,12 +169,13 @@ class Locker:
         """
         _check_request(request)
         wait_period = _as_seconds("wait_period", wait_period)
+        started = self._keeper.clock.monotonic()
         if lease_id is not None:
             _check_lease_id(lease_id)
             return await self._wait_for_named(request, lease_id, wait_period, [])
         while True:
             try:
-                return await self.obtain_lease(request)
+                return await self._obtain_any(request, started)
             except LeaseNotObtainedError:
                 pass
             except LeaseUnavailableError as exc:
@@ -197,6 +215,7 @@ class Locker:
         refusals: list[LeaseNotObtainedError],
     ) -> Lease:
         """Obtain ``lease_id``, retrying; each refusal is kept (last) in ``refusals``."""
+        started = self._keeper.clock.monotonic()
         while True:
             try:
                 lease = await self._rule.obtain_named(self._store, request, lease_id)
@@ -207,7 +226,7 @@ class Locker:
             except LeaseUnavailableError as exc:
                 get_logger().warning("obtaining %r for %s: %s", lease_id, request.lessee_id, exc)
             else:
-                self._log_acquired(lease)
+                self._log_acquired(lease, started)
                 return lease
             await self._pause(wait_period)
 
@@ -337,10 +356,33 @@ class Locker:
         async with scope as lease:
             return await work(lease)
 
-    def _log_acquired(self, lease: Lease) -> None:
+    def _log_acquired(self, lease: Lease, started: float) -> None:
         get_logger().info(
             "acquired %s until %s",
             describe(lease),
             lease.until.isoformat(),
             extra=lease_fields(lease),
         )
+        self._keeper.events.acquired(lease, started)
+
+    # -- events -------------------------------------------------------------------------
+
+    def add_listener(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(event)`` for each lifecycle event of this locker's leases.
+
+        Returns a function that removes the listener. The callback is a plain function,
+        called soon after the event (``loop.call_soon``), never inside the renewal path: a
+        slow listener delays the loop, not a renewal's bookkeeping. One that raises is
+        logged (its first failure, with the exception) and stays registered. Events are
+        :class:`LeaseEvent` values (see docs/observability.md).
+        """
+        return self._keeper.events.add_listener(callback)
+
+    def events(self, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> EventStream:
+        """The lifecycle events from now on: ``async with locker.events() as stream:``.
+
+        An async iterator (and an async context manager that unsubscribes on exit). It
+        keeps at most ``max_buffer`` undelivered events: a consumer that falls behind loses
+        the oldest, counted in ``stream.dropped`` and logged; it never delays a renewal.
+        """
+        return self._keeper.events.stream(max_buffer)

@@ -92,6 +92,7 @@ async def renew(
                 lease_id=lease.lease_id,
                 reason=rows.refusal(schema, old),
                 detail=detail,
+                holder=None if old is None else rows.string(old, schema.lessee_attribute),
             ) from None
         if return_attributes:
             row = response.get("Attributes")

@@ -308,6 +308,7 @@ class LeaseScope:
             reason="heartbeat failed",
         )
         lost.__cause__ = exc
+        self._keeper.events.lost(self._hold.lease, lost.reason)
         return lost
 
     def _lose(self, exc: LeaseLostError) -> None:

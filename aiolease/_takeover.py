@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from ._errors import LeaseNotObtainedError
@@ -80,9 +81,10 @@ class ClockTakeover:
             try:
                 # expect=item pins the state read (token too): a late duplicate of a
                 # timed-out attempt can never re-take the row after someone else wrote it.
-                return await store.acquire(
+                lease = await store.acquire(
                     item.lease_id, request, max_clock_skew=self._skew, expect=item
                 )
+                return taken_from(item, lease)
             except LeaseNotObtainedError:
                 continue  # taken since the scan: try the next one
         raise LeaseNotObtainedError(
@@ -197,12 +199,24 @@ class ObserveTakeover:
         self, store: LockStore, request: LeaseRequest, item: LeaseItem, verdict: Verdict
     ) -> Lease:
         """The acquiring write, conditioned on the row being free or still in the state read."""
-        return await store.acquire(
+        lease = await store.acquire(
             item.lease_id,
             request,
             expect=item,
             max_clock_skew=self._skew if verdict is Verdict.CLOCK else None,
         )
+        return taken_from(item, lease)
+
+
+def taken_from(item: LeaseItem, lease: Lease) -> Lease:
+    """``lease``, noting whose expired lease in ``item`` (the row as read) it replaced.
+
+    The note feeds the locker's takeover events and metrics; a rule of one's own may call
+    it too.
+    """
+    if item.lessee_id is None:
+        return lease
+    return replace(lease, _taken_from=item.lessee_id)
 
 
 def takeover_rule(takeover: object, max_clock_skew: float) -> Takeover:

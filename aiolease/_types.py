@@ -120,6 +120,9 @@ class Lease:
     # arrived); moved earlier when an explicit ``until`` was sooner than the duration, so the
     # deadline never outlasts it. 0 for a Lease built by hand: the stored expiry counts then.
     _sent_at: float = field(default=0.0, compare=False, repr=False)
+    # Not part of the value either: the lessee whose expired lease this acquisition replaced,
+    # when the takeover rule read it (for the lifecycle events and metrics).
+    _taken_from: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def lessee_id(self) -> str:

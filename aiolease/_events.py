@@ -104,8 +104,8 @@ class RenewalFailed(LeaseEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseAtRisk(LeaseEvent):
-    """Renewals keep failing and less than one heartbeat period is left: the next regular
-    renewal would come too late. Sent at most once per renewal."""
+    """Renewals keep failing and less than one renewal attempt of time is left (less than
+    one heartbeat period, or than the wait for the next attempt). Once per renewal."""
 
     time_left: float
     """Seconds until the local deadline."""
@@ -261,9 +261,9 @@ class Events:
         if self.metrics is not None:
             self.metrics.renewal(lease, "lost", seconds)
 
-    def at_risk(self, lease: Lease, left: float, period: float) -> bool:
-        """Report the lease at risk if ``left`` is under one heartbeat ``period``; True if so."""
-        if left >= period:
+    def at_risk(self, lease: Lease, left: float, threshold: float) -> bool:
+        """Report the lease at risk if ``left`` is under ``threshold`` s; True if so."""
+        if left >= threshold:
             return False
         if self._listeners or self._streams:
             self._send(self._build(LeaseAtRisk, lease, time_left=left))

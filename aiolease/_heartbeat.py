@@ -156,7 +156,8 @@ class Keeper:
         """Renew once, retrying transient failures until the local deadline.
 
         ``period`` (default: a third of the lease) is the heartbeat's: with less than that
-        left after a failed attempt, the lease is reported at risk.
+        (or than the wait for the next attempt) left after a failed attempt, the lease is
+        reported at risk.
         """
         lease = hold.lease
         backoff = RETRY_BASE
@@ -193,7 +194,9 @@ class Keeper:
                 self.events.renewal_failed(
                     lease, attempt, hold.deadline - left - started, left, exc
                 )
-                risky = period or lease.request.duration / RENEWALS_PER_LEASE
+                # At risk: less than one heartbeat period left, or less than the wait for
+                # the next attempt (which may then never be sent).
+                risky = max(period or lease.request.duration / RENEWALS_PER_LEASE, backoff)
                 at_risk = at_risk or self.events.at_risk(lease, left, risky)
                 get_logger().warning(
                     "renewal attempt %d of %s failed (%s); retrying, %.2f s left",

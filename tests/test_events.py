@@ -1,0 +1,347 @@
+"""Lifecycle events against the moto server: order, content, slow and failing subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+import pytest
+
+from aiolease import (
+    EventStream,
+    LeaseAcquired,
+    LeaseAtRisk,
+    LeaseEvent,
+    LeaseLost,
+    LeaseLostError,
+    LeaseReleased,
+    LeaseRenewed,
+    LeaseRequest,
+    LeaseTakenOver,
+    Locker,
+    LockStore,
+    RenewalFailed,
+    SessionLost,
+)
+from aiolease._events import Events
+
+from . import faults
+from .faults import FaultyClient
+from .test_locker import steal
+
+WAIT = 10.0  # seconds: the bound on waiting for an event that should come within ~1 s
+
+
+@pytest.fixture
+async def faulty_store(
+    client: Any, table_name: str
+) -> AsyncIterator[tuple[LockStore, FaultyClient]]:
+    """A store on a fresh (scan-layout) table whose client injects the faults a test queues."""
+    proxy = FaultyClient(client)
+    store = LockStore(proxy, table_name)
+    await store.create_table()
+    await store.add_item("a")
+    yield store, proxy
+    await store.aclose()
+
+
+async def until(stream: EventStream, kind: type[LeaseEvent]) -> list[LeaseEvent]:
+    """The events read from ``stream`` up to and including the first ``kind``."""
+    seen: list[LeaseEvent] = []
+    async with asyncio.timeout(WAIT):
+        async for event in stream:
+            seen.append(event)
+            if isinstance(event, kind):
+                return seen
+    raise AssertionError(f"the stream ended before a {kind.__name__}: {seen}")
+
+
+def kinds(events: list[LeaseEvent]) -> list[str]:
+    return [type(event).__name__ for event in events]
+
+
+async def test_a_scope_sends_acquired_renewed_and_released_in_order(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    async with locker.events() as stream:
+        async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.3) as lease:
+            seen = await until(stream, LeaseRenewed)
+            seen += await until(stream, LeaseRenewed)
+            current = locker_lease = lease
+        seen += await until(stream, LeaseReleased)
+    assert kinds(seen) == ["LeaseAcquired", "LeaseRenewed", "LeaseRenewed", "LeaseReleased"]
+    acquired, first, second, released = seen
+    for event in seen:
+        assert (event.table, event.lease_id, event.lessee_id, event.token) == (
+            store.table_name,
+            "a",
+            "w1",
+            1,
+        ), f"{event} names the wrong lease"
+        assert event.time.tzinfo is UTC
+    assert isinstance(acquired, LeaseAcquired) and not isinstance(acquired, LeaseTakenOver)
+    assert acquired.until == current.until == locker_lease.until
+    assert isinstance(first, LeaseRenewed) and isinstance(second, LeaseRenewed)
+    assert acquired.until < first.until < second.until, "renewals must move the expiry"
+    assert acquired.time <= first.time <= second.time <= released.time
+    assert stream.closed and stream.dropped == 0
+
+
+async def test_failing_renewals_send_renewal_failed_then_at_risk_once_then_lost(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty_store
+    locker = Locker(store)
+    period = 0.4
+    async with locker.events() as stream:
+        with pytest.raises(LeaseLostError, match="deadline"):  # noqa: PT012
+            async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=period):
+                await until(stream, LeaseAcquired)
+                proxy.always("update_item", faults.server_error)
+                try:
+                    await asyncio.sleep(WAIT)  # cancelled by the loss
+                finally:
+                    proxy.always("update_item", None)
+        seen = await until(stream, LeaseReleased)
+    failed = [e for e in seen if isinstance(e, RenewalFailed)]
+    risky = [e for e in seen if isinstance(e, LeaseAtRisk)]
+    assert failed, f"no RenewalFailed before the loss: {kinds(seen)}"
+    assert [e.attempt for e in failed] == list(range(1, len(failed) + 1))
+    assert all("InternalServerError" in e.error for e in failed), failed[0].error
+    lefts = [e.time_left for e in failed]
+    assert lefts == sorted(lefts, reverse=True), "time left must shrink with each attempt"
+    assert len(risky) == 1, f"LeaseAtRisk must come once per renewal: {kinds(seen)}"
+    # Less than one attempt left: under the period, or under the wait for the next attempt
+    # (the backoff, capped at a third of the lease).
+    assert 0 < risky[0].time_left < max(period, 2 / 3)
+    at = seen.index(risky[0])
+    before = seen[at - 1]
+    assert isinstance(before, RenewalFailed) and before.time_left == risky[0].time_left
+    assert all(e.time_left > 2 / 3 for e in failed if seen.index(e) < at - 1), (
+        "an earlier failure already had less than one attempt left"
+    )
+    assert kinds(seen).count("LeaseLost") == 1, f"a loss is reported once: {kinds(seen)}"
+    lost = next(e for e in seen if isinstance(e, LeaseLost))
+    assert lost.reason == "local deadline passed" and lost.new_holder is None
+    assert at < seen.index(lost), "at risk comes before the loss"
+    assert isinstance(seen[-1], LeaseReleased), "the row was still ours: released on exit"
+
+
+async def test_a_lease_taken_by_another_is_lost_with_the_new_holder_and_not_released(
+    client: Any, faulty_store: tuple[LockStore, FaultyClient]
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    got: list[LeaseEvent] = []
+    locker.add_listener(got.append)
+    async with locker.events() as stream:
+        with pytest.raises(LeaseLostError, match="thief"):  # noqa: PT012
+            async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.3):
+                await until(stream, LeaseAcquired)
+                await steal(client, store, "a")
+                await asyncio.sleep(WAIT)  # cancelled by the loss
+        streamed = await until(stream, LeaseLost)
+    await asyncio.sleep(0)  # listeners run soon after the event, not inline
+    assert kinds(streamed) == kinds(got)[1:], "listeners and streams get the same events"
+    assert kinds(got)[0] == "LeaseAcquired" and kinds(got)[-1] == "LeaseLost", kinds(got)
+    lost = got[-1]
+    assert isinstance(lost, LeaseLost)
+    assert (lost.reason, lost.new_holder, lost.token) == ("taken over by 'thief'", "thief", 1)
+    assert "LeaseReleased" not in kinds(got), "the row was not ours to release"
+
+
+async def test_taking_an_expired_lease_sends_taken_over_with_the_previous_holder(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    store, _ = faulty_store
+    old = await Locker(store).obtain_lease(LeaseRequest("crashed", 0.3))  # never renewed
+    taker = Locker(store, max_clock_skew=0.0)
+    async with taker.events() as stream:
+        lease = await taker.wait_until_lease_obtained(LeaseRequest("w2", 2), 0.1)
+        seen = await until(stream, LeaseAcquired)
+    assert kinds(seen) == ["LeaseTakenOver"]
+    taken = seen[0]
+    assert isinstance(taken, LeaseTakenOver)
+    assert (taken.previous_holder, taken.lessee_id, taken.token) == ("crashed", "w2", 2)
+    assert taken.token == old.fencing_token + 1 == lease.fencing_token
+    await store.release(lease)
+
+
+async def test_a_free_item_taken_in_observe_mode_is_a_plain_acquisition(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store, takeover="observe")
+    async with locker.events() as stream:
+        lease = await locker.obtain_lease(LeaseRequest("w1", 2))
+        seen = await until(stream, LeaseAcquired)
+    assert kinds(seen) == ["LeaseAcquired"]
+    await store.release(lease)
+
+
+async def test_a_slow_subscriber_drops_the_oldest_events_and_never_delays_renewals(
+    faulty_store: tuple[LockStore, FaultyClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    renewals: list[LeaseRenewed] = []
+    enough = asyncio.Event()
+
+    def count(event: LeaseEvent) -> None:
+        if isinstance(event, LeaseRenewed):
+            renewals.append(event)
+            if len(renewals) == 4:
+                enough.set()
+
+    locker.add_listener(count)
+    slow = locker.events(max_buffer=2)  # never read while the lease lives
+    with caplog.at_level(logging.WARNING, logger="aiolease"):
+        async with slow, locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
+            await asyncio.wait_for(enough.wait(), WAIT)
+        held = [event async for event in slow]  # what the closed stream had kept
+    assert slow.dropped == 1 + len(renewals) + 1 - 2, (
+        f"acquired, {len(renewals)} renewals and released into a buffer of 2: "
+        f"dropped {slow.dropped}"
+    )
+    assert kinds(held) == ["LeaseRenewed", "LeaseReleased"]
+    assert held[0] == renewals[-1], "the buffer must keep the newest events, not the oldest"
+    drops = [r for r in caplog.records if "buffer is full" in r.getMessage()]
+    assert len(drops) == 1, "the first drop of an overflow is logged, not every one"
+    assert any("dropped" in r.getMessage() for r in caplog.records if r is not drops[0])
+
+
+async def test_a_raising_listener_is_logged_once_and_the_heartbeat_keeps_renewing(
+    faulty_store: tuple[LockStore, FaultyClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    renewed = 0
+    enough = asyncio.Event()
+
+    def broken(event: LeaseEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    def count(event: LeaseEvent) -> None:
+        nonlocal renewed
+        if isinstance(event, LeaseRenewed):
+            renewed += 1
+            if renewed == 3:
+                enough.set()
+
+    locker.add_listener(broken)
+    locker.add_listener(count)
+    with caplog.at_level(logging.ERROR, logger="aiolease"):
+        async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2) as lease:
+            await asyncio.wait_for(enough.wait(), WAIT)
+    assert lease.fencing_token == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "broken" in errors[0].getMessage() and errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], RuntimeError)
+
+
+async def test_a_removed_listener_gets_nothing_more(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    got: list[LeaseEvent] = []
+    remove = locker.add_listener(got.append)
+    async with locker.events() as stream:
+        async with locker.lease(LeaseRequest("w1", 2)):
+            await until(stream, LeaseAcquired)
+            await asyncio.sleep(0)  # the listener's turn
+            remove()
+            remove()  # twice is fine
+        await until(stream, LeaseReleased)
+    await asyncio.sleep(0)
+    assert kinds(got) == ["LeaseAcquired"]
+
+
+# -- delivery, without a server --------------------------------------------------------
+
+
+class _Clock:
+    def wall_ns(self) -> int:
+        return 1_700_000_000_000_000_000
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _lease() -> Any:
+    from datetime import datetime
+
+    from aiolease import Lease
+
+    return Lease("x", LeaseRequest("w", 3), datetime.now(UTC), 7)
+
+
+async def test_listeners_run_soon_after_the_event_never_inline() -> None:
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+    hub.add_listener(got.append)
+    hub.renewed(_lease(), 0.01)
+    assert got == [], "a listener ran inside the renewal path"
+    await asyncio.sleep(0)
+    assert kinds(got) == ["LeaseRenewed"]
+    assert (got[0].lease_id, got[0].token, got[0].table) == ("x", 7, "t")
+
+
+async def test_no_event_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an event was built with nobody listening")
+
+    monkeypatch.setattr(Events, "_build", refuse)
+    hub = Events("t", _Clock())
+    lease = _lease()
+    hub.acquired(lease, 0.0)
+    hub.renewed(lease, 0.01)
+    hub.renewal_failed(lease, 1, 0.01, 1.0, RuntimeError("x"))
+    assert hub.at_risk(lease, 0.1, 1.0) is True
+    hub.lost(lease, "overrun")
+    hub.released(lease)
+    hub.emit(SessionLost, lease, reason="x")
+    hub.add_listener(lambda event: None)
+    with pytest.raises(AssertionError, match="nobody listening"):
+        hub.renewed(lease, 0.01)
+
+
+async def test_a_stream_ends_after_close_with_what_it_had_buffered() -> None:
+    hub = Events("t", _Clock())
+    stream = hub.stream(10)
+    hub.emit(SessionLost, _lease(), reason="expired")
+    stream.close()
+    hub.released(_lease())  # after the close: not received
+    got = [event async for event in stream]
+    assert kinds(got) == ["SessionLost"]
+    assert isinstance(got[0], SessionLost) and got[0].reason == "expired"
+
+
+def test_bad_listeners_and_buffers_are_refused() -> None:
+    hub = Events("t", _Clock())
+
+    async def coroutine_function(event: LeaseEvent) -> None: ...
+
+    with pytest.raises(TypeError, match="callable"):
+        hub.add_listener("print")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="plain function"):
+        hub.add_listener(coroutine_function)
+    with pytest.raises(ValueError, match="max_buffer"):
+        hub.stream(0)
+    with pytest.raises(TypeError, match="max_buffer"):
+        hub.stream(1.5)  # type: ignore[arg-type]
+
+
+def test_events_are_frozen() -> None:
+    from dataclasses import FrozenInstanceError
+    from datetime import datetime
+
+    event = LeaseReleased(time=datetime.now(UTC), table="t", lease_id="a", lessee_id="w", token=1)
+    with pytest.raises(FrozenInstanceError):
+        event.token = 2  # type: ignore[misc]

@@ -77,6 +77,18 @@ PRINTS: dict[str, list[str]] = {
         "the hand-made table has the right index",
     ],
     "takeover_modes.py": ["observer took shard-1 after"],
+    "observability.py": [
+        "event LeaseAcquired: shard-1 token 1",
+        "event LeaseRenewed: shard-1 token 1",
+        "event LeaseReleased: shard-1 token 1",
+        "metric aiolease.acquisitions {'aiolease.table': 'observed', 'aiolease.takeover': False} 1",
+        "metric aiolease.leases.held {'aiolease.table': 'observed'} 0 {lease}",
+        "metric aiolease.renewals {'aiolease.table': 'observed', 'aiolease.outcome': 'renewed'} 1",
+    ],
+    "alert_on_losses.py": [
+        "ALERT: worker-1 lost shard-1 (released by another)",
+        "worker-1 stopped: released by another",
+    ],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",
         "shard-1: free=True token=1",

@@ -10,12 +10,15 @@ from typing import Any
 
 from aiolease import LeaseItem
 
-__all__ = ["expires_in", "item_json", "plain", "table_lines"]
+__all__ = ["HEADER", "expires_in", "item_json", "plain", "table_lines", "table_rows"]
 
 
-def table_lines(items: Sequence[LeaseItem], now_ns: int) -> list[str]:
-    """``aiolease ls``'s table: a header and one aligned line per item."""
-    rows = [("ID", "HOLDER", "EXPIRES IN", "TOKEN", "ATTRIBUTES")]
+HEADER = ("ID", "HOLDER", "EXPIRES IN", "TOKEN", "ATTRIBUTES")
+
+
+def table_rows(items: Sequence[LeaseItem], now_ns: int) -> list[tuple[str, ...]]:
+    """The cells of ``aiolease ls``'s table, one tuple per item (without the header)."""
+    rows: list[tuple[str, ...]] = []
     for item in items:
         attributes = ", ".join(
             f"{k}={json.dumps(plain(v))}" for k, v in sorted(item.attributes.items())
@@ -29,6 +32,12 @@ def table_lines(items: Sequence[LeaseItem], now_ns: int) -> list[str]:
                 attributes,
             )
         )
+    return rows
+
+
+def table_lines(items: Sequence[LeaseItem], now_ns: int) -> list[str]:
+    """``aiolease ls``'s table: a header and one aligned line per item."""
+    rows = [HEADER, *table_rows(items, now_ns)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_add(commands, operator)
     _add_ls(commands, operator)
     _add_release(commands, operator)
+    _add_watch(commands, operator)
     return parser
 
 
@@ -205,3 +206,31 @@ def _add_release(
     command.add_argument("id", help="the item's ID")
     command.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     command.set_defaults(run=release)
+
+
+# -- watch (self-contained: its options live in _watch.py) ---------------------------------
+
+
+def _add_watch(
+    commands: _Commands,
+    operator: argparse.ArgumentParser,
+) -> None:
+    from ._watch import add_arguments, watch
+
+    command = commands.add_parser(
+        "watch",
+        parents=[operator],
+        help="a live view of the table: holders, time to expiry, tokens, changes highlighted",
+        description=(
+            "Show the table as ls does and refresh it in place every --interval seconds.\n"
+            "Rows whose holder or fencing token changed since the previous refresh are\n"
+            "highlighted (marked * in plain output). Uses rich on a terminal when it is\n"
+            "installed (the server extra), else redraws plainly; piped, it prints one\n"
+            "snapshot after another. Ctrl-C ends it (exit code 0).\n\n"
+            "example:\n  aiolease watch --table leases --interval 2"
+        ),
+        epilog=EPILOG,
+        formatter_class=_FORMATTER,
+    )
+    add_arguments(command)
+    command.set_defaults(run=watch)

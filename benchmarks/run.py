@@ -22,14 +22,15 @@ from typing import Any
 
 from aiolease.testing import MotoServer
 
-from . import charts, contention, failover, latency, peer, throughput
+from . import charts, contention, events, failover, latency, peer, throughput
 from ._common import load_average, ratio, set_fake_environment
 
-SECTIONS = ("latency", "cpu", "renewals", "contention", "failover")
+SECTIONS = ("latency", "cpu", "events", "renewals", "contention", "failover")
 
 FULL = {
     "latency_rounds": 300,
     "cpu_calls": 500,
+    "events_renewals": 1000,
     "saturate_s": 3.0,
     "fractions": [0.5, 0.7, 0.9, 1.1, 1.3],
     "long_fraction": 0.7,
@@ -47,6 +48,7 @@ QUICK = {
     **FULL,
     "latency_rounds": 100,
     "cpu_calls": 150,
+    "events_renewals": 300,
     "saturate_s": 2.0,
     "fractions": [0.7, 1.2],
     "long_window_s": 6.0,
@@ -116,6 +118,10 @@ async def run(args: argparse.Namespace, endpoint_url: str) -> dict[str, Any]:
     if "cpu" in sections:
         results["cpu"] = await section(
             "cpu", latency.cpu_per_renewal(endpoint_url, cfg["cpu_calls"])
+        )
+    if "events" in sections:
+        results["events"] = await section(
+            "events", events.events_cost(endpoint_url, cfg["events_renewals"])
         )
     if "renewals" in sections:
         saturation = await section(
@@ -240,6 +246,28 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                 "-",
             )
         )
+    if ev := results.get("events"):
+        out.append(
+            (
+                "client CPU per heartbeat renewal, events+metrics on (vs off)",
+                ms(ev["on_cpu_s"]),
+                ms(ev["off_cpu_s"]),
+                f"{ev['ratio']:.3f}",
+                f"<= {ev['target']:.2f}",
+                met(ev["ratio"] <= ev["target"]),
+            )
+        )
+        for part in ("events", "metrics"):
+            out.append(
+                (
+                    f"  {part} only (vs off)",
+                    ms(ev[f"{part}_cpu_s"]),
+                    ms(ev["off_cpu_s"]),
+                    f"{ev[f'{part}_ratio']:.3f}",
+                    "-",
+                    "-",
+                )
+            )
     if sat := results.get("saturation"):
         rate = f"{sat['writes_per_s']:.0f}/s"
         out.append(("server saturated write rate (bare UpdateItem)", rate, "", "", "", ""))

@@ -9,6 +9,7 @@ inline in the renewal path; streams only append to a bounded buffer.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ class Events:
         """Call ``callback(event)`` for each event; returns the function that removes it."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        if asyncio.iscoroutinefunction(callback):
+        if inspect.iscoroutinefunction(callback):
             raise TypeError(
                 "callback must be a plain function (it is called with loop.call_soon); "
                 "for async handling iterate locker.events()"

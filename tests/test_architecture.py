@@ -26,7 +26,7 @@ LAYERS: list[list[str]] = [
     ["_acquire", "_renew", "_release", "_admin", "_connect"],  # the rules' writes
     ["_store", "_global"],  # LockStore
     ["_takeover"],  # the takeover rules
-    ["_heartbeat", "_scope", "_locker"],  # time and tasks: keeper, scope, locker
+    ["_heartbeat", "_scope", "_session", "_locker"],  # time and tasks: keeper, scopes, locker
     [
         "",
         "testing._server",

@@ -8,6 +8,7 @@ out.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from aiolease import LeaseLostError, LeaseNotObtainedError, LeaseRequest, Locker, LockStore
 from aiolease._takeover import ClockTakeover, ObserveTakeover
 from aiolease._types import SessionRow
+from aiolease.cli import EXIT_OK, main
 
 from . import faults
 from .faults import FaultyClient
@@ -308,3 +310,38 @@ async def test_an_item_can_be_taken_into_a_session_from_a_dead_one(store: LockSt
     lease = await ClockTakeover(SKEW).obtain_named(store, B, "a", session=mine)
     assert lease._session == mine.lease_id and lease.fencing_token == 2
     assert lease.until == mine.until
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+async def ls(
+    store: LockStore, endpoint: str, capsys: pytest.CaptureFixture[str], *argv: str
+) -> str:
+    capsys.readouterr()
+    argv = ("ls", *argv, "--table", store.table_name, "--endpoint-url", endpoint)
+    assert await asyncio.to_thread(main, list(argv)) == EXIT_OK
+    return capsys.readouterr().out
+
+
+async def test_ls_shows_items_and_ls_sessions_shows_the_sessions(
+    dynamodb_endpoint: str, store: LockStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.acquire("a", A, session=session)
+    await store.end_session(await store.start_session(B))
+
+    lines = (await ls(store, dynamodb_endpoint, capsys)).splitlines()
+    assert len(lines) == 2, f"ls shows a session row: {lines}"
+    assert lines[1].split()[:4] == ["a", "worker-a", "session", session.lease_id], lines
+    [item] = json.loads(await ls(store, dynamodb_endpoint, capsys, "--json"))
+    assert item["session"] == session.lease_id and item["expires_in"] is None, item
+
+    lines = (await ls(store, dynamodb_endpoint, capsys, "--sessions")).splitlines()
+    assert lines[0].split() == ["SESSION", "HOLDER", "EXPIRES", "IN", "STATE"], lines
+    states = {line.split()[1]: line.split()[-1] for line in lines[1:]}
+    assert states == {"worker-a": "live", "worker-b": "ended"}, lines
+    rows = json.loads(await ls(store, dynamodb_endpoint, capsys, "--sessions", "--json"))
+    live = next(r for r in rows if r["holder"] == "worker-a")
+    assert live["session"] == session.lease_id and 0 < live["expires_in"] <= A.duration

@@ -408,7 +408,7 @@ class LockStore(_Configuration, SessionMethods):
         ``max_clock_skew`` is ``None``, expired by the clock; a free row only with the token
         read, so that a late duplicate of a timed-out request cannot re-take it.
 
-        Under a ``session`` (from :meth:`start_session`, same lessee) the item is held while
+        Under a ``session`` (from ``start_session()``, same lessee) the item is held while
         the session lives: the Lease has the session's ``until``, and needs no renewal.
         """
         outcome = await _acquire.acquire(

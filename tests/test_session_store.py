@@ -345,3 +345,37 @@ async def test_ls_shows_items_and_ls_sessions_shows_the_sessions(
     rows = json.loads(await ls(store, dynamodb_endpoint, capsys, "--sessions", "--json"))
     live = next(r for r in rows if r["holder"] == "worker-a")
     assert live["session"] == session.lease_id and 0 < live["expires_in"] <= A.duration
+
+
+async def test_the_go_style_lease_never_renews_an_item_held_under_a_session(
+    store: LockStore,
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.acquire("a", A, session=session)
+    with pytest.raises(LeaseNotObtainedError, match="under session"):
+        await store.lease("a", A)
+
+
+async def test_a_start_cancelled_after_it_landed_is_ended(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+    landed = asyncio.Event()
+    proxy.inject("update_item", faults.land_then_hang(landed))
+    start = asyncio.create_task(store.start_session(A))
+    await landed.wait()
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    [row] = await store.list_sessions()
+    assert row.ended, "a start nobody will renew or end was left looking live"
+
+
+async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, FaultyClient]) -> None:
+    store, proxy = faulty
+    session = await store.start_session(A)
+    proxy.inject("update_item", faults.drop_response)
+    assert await store.end_session(session) is True
+    row = await store.get_session(session.lease_id)
+    assert row is not None and row.ended

@@ -288,17 +288,16 @@ async def test_a_dead_sessions_item_is_taken_by_the_observe_rule(
 
 async def test_an_ended_sessions_item_is_taken_at_once(store: LockStore) -> None:
     await store.add_item("a")
-    session = await store.start_session(A)
-    held = await store.acquire("a", A, session=session)
-    await store.end_session(session)  # a crashed holder's end that left the item behind
+    token = 0
     for mode in ("clock", "observe"):
+        session = await store.start_session(A)
+        held = await store.acquire("a", A, session=session)
+        assert held.fencing_token > token
+        await store.end_session(session)  # a holder that ended without releasing the item
         lease = await Locker(store, takeover=mode).obtain_lease(B)
-        assert lease.fencing_token > held.fencing_token
-        held = lease
+        assert lease.fencing_token == held.fencing_token + 1, mode
         await store.release(lease)
-        await store.acquire("a", A, session=session)
-    # (The last acquisition under an ended session is allowed by the store: the session's
-    # holder is the one that must not use an ended session; task B's scope guards that.)
+        token = lease.fencing_token
 
 
 async def test_an_item_can_be_taken_into_a_session_from_a_dead_one(store: LockStore) -> None:
@@ -379,3 +378,36 @@ async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, Faulty
     assert await store.end_session(session) is True
     row = await store.get_session(session.lease_id)
     assert row is not None and row.ended
+
+
+async def test_one_item_is_acquired_once_at_a_time_under_one_session(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    # Rows held under a session all show LeaseUntil MAX: two acquisitions of one item under
+    # one session could not tell each other's write (or undo) from their own.
+    store, proxy = faulty
+    await store.add_item("a")
+    session = await store.start_session(A)
+    sent = asyncio.Event()
+
+    def lost(call: Any) -> Any:  # sent, never applied, never answered
+        sent.set()
+        return faults.hang(call)
+
+    proxy.inject("update_item", lost)
+    first = asyncio.create_task(store.acquire("a", A, session=session))
+    await sent.wait()
+    with pytest.raises(LeaseNotObtainedError, match="already"):
+        # Were it sent, it would land, and the first one's undo (LeaseUntil MAX, this
+        # session's key) would free it under its holder's feet.
+        await store.acquire("a", A, session=session)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    item = await store.get_item("a")
+    assert item is not None and item.lessee_id is None, "the cancelled acquisition stayed"
+    lease = await store.acquire("a", A, session=session)
+    with pytest.raises(LeaseNotObtainedError, match="already"):
+        await store.acquire("a", A, session=session)
+    assert await store.release(lease)
+    assert await store.release(await store.acquire("a", A, session=session))

@@ -327,7 +327,7 @@ async def test_leaving_releases_every_item_and_tombstones_the_session(
             held = await row(client, store, "item-0")
             assert held["LeaseUntil"]["N"] == str(MAX_NS)  # Go workers see it held
             assert held["LeaseSession"]["S"] == session.session_id
-    await outside
+    await asyncio.wait_for(outside, 5)  # a straggler never told would wait forever
     assert straggler_error and straggler_error[0].reason == "session ended", straggler_error
     for lease_id in ids:
         item = await row(client, store, lease_id)
@@ -387,6 +387,46 @@ async def test_an_outer_cancellation_propagates_and_releases_the_item(
         with pytest.raises(asyncio.CancelledError):
             await waiting
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_twice_cancelled_exit_leaves_its_cleanup_to_aclose(
+    client: Any, wired: tuple[LockStore, Wire]
+) -> None:
+    store, wire = wired
+    await store.add_item("a")
+    locker = Locker(store)
+    entered, releasing = asyncio.Event(), asyncio.Event()
+    writes = 0
+
+    async def slow_release(call: Call) -> Any:
+        nonlocal writes
+        writes += 1
+        if writes > 1:  # the first is the acquisition
+            releasing.set()
+            await asyncio.sleep(0.5)
+        return await call()
+
+    wire.hooks["a"] = slow_release
+    session_id = ""
+
+    async def body() -> None:
+        nonlocal session_id
+        async with locker.session(request()) as session, session.lease("a"):
+            session_id = session.session_id
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    task.cancel()
+    await releasing.wait()
+    task.cancel()  # a second cancellation does not wait for the release
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await locker.aclose()
+    item = await row(client, store, "a")
+    assert "ProcessID" not in item and "LeaseSession" not in item, item
+    assert (await row(client, store, session_id))["LeaseSessionUntil"]["N"] == "0"
 
 
 async def test_bad_arguments_name_the_field(store: LockStore) -> None:
@@ -456,5 +496,6 @@ async def test_workers_in_session_mode_never_hold_one_item_at_once(
     await asyncio.gather(*(worker(f"w{i}", stall=i == 0) for i in range(3)))
     report = check_history(holds)
     assert report.holds > 10, report
+    assert any(hold.lessee == "w0" for hold in holds), "the stalled worker held nothing"
     assert report.items == len(ids)
     await setup.aclose()

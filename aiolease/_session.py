@@ -77,7 +77,7 @@ class LeaseSession:
         self._keeper = keeper
         self._store = store
         self._obtain_item = locker._obtain
-        self._rows = Heartbeats(keeper, period, renew=store.renew_session, release=self._end)
+        self._rows = Heartbeats(keeper, period, renew=self._renew, release=self._end)
         self._scope = LeaseScope._held_by(
             keeper, functools.partial(store.start_session, request), _SessionRow(self)
         )
@@ -304,6 +304,18 @@ class LeaseSession:
                 extra=lease_fields(self._row()),
             )
             await asyncio.gather(*(self._keeper.release(item.hold.lease) for item in left))
+
+    async def _renew(self, row: Lease) -> Lease:
+        try:
+            return await self._store.renew_session(row)
+        except LeaseLostError as exc:
+            # Worded for the keeper's "the item is <detail>".
+            raise LeaseLostError(
+                str(exc),
+                lease_id=exc.lease_id,
+                reason=exc.reason,
+                detail=f"no longer renewable ({exc.reason})",
+            ) from exc
 
     async def _end(self, row: Lease) -> bool | None:
         """The tombstone write, bounded: True if ended, False if a taker had, None if unknown."""

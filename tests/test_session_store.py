@@ -269,21 +269,44 @@ async def test_a_dead_sessions_item_is_taken_by_the_clock_rule(
         await store.renew_session(session)
 
 
+@pytest.mark.parametrize("named", [False, True])
 async def test_a_dead_sessions_item_is_taken_by_the_observe_rule(
-    store: LockStore, layout: dict[str, Any]
+    store: LockStore, layout: dict[str, Any], named: bool
 ) -> None:
     await store.add_item("a")
     session = await store.start_session(A)
     held = await store.acquire("a", A, session=session)
     clock = ShiftedClock()
-    locker = Locker(taker(store, layout, clock), takeover="observe", max_clock_skew=SKEW)
+    other = taker(store, layout, clock)
+    rule = ObserveTakeover(SKEW)
+    locker = Locker(other, takeover=rule)
+    first = rule.obtain_named(other, B, "a") if named else rule.obtain_any(other, B)
     with pytest.raises(LeaseNotObtainedError):
-        await locker.obtain_lease(B)  # first sighting of the session row: watch it
+        await first  # the first sighting of the session row: watch it
+    assert rule.ripens_in(clock.monotonic()) is not None, "the session row is not watched"
     clock.ahead = A.duration + 0.1  # seen unchanged for the session's duration
-    async with locker.lease(B, timeout=5) as lease:
+    async with locker.lease(B, "a" if named else None, timeout=5) as lease:
         assert lease.lease_id == "a" and lease.fencing_token == held.fencing_token + 1
     ended = await store.get_session(session.lease_id)
     assert ended is not None and ended.ended
+
+
+async def test_session_held_items_are_candidates_in_both_layouts(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.acquire("a", A, session=session)
+    proxy.calls.clear()
+    [item] = await store.find_available(max_clock_skew=SKEW)
+    assert (item.lease_id, item.lessee_id, item.until_ns) == ("a", "worker-a", 2**63 - 1)
+    if store.indexed:
+        assert proxy.calls["scan"] == 0, "the indexed layout scanned for session-held items"
+        assert proxy.calls["query"] == 2 * store.buckets, proxy.calls
+    await store.add_item("b")
+    found = [i.lease_id for i in await store.find_available(max_clock_skew=SKEW)]
+    assert "b" in found and (store.indexed or "a" in found), found
 
 
 async def test_an_ended_sessions_item_is_taken_at_once(store: LockStore) -> None:

@@ -33,7 +33,7 @@ from ._events import (
     SessionStarted,
 )
 from ._global import global_lock_store, setup_lock_store_global
-from ._locker import LeaseScope, Locker
+from ._locker import LeaseScope, LeaseSession, Locker
 from ._log import set_logger
 from ._store import LockStore
 from ._types import Holder, Lease, LeaseItem, LeaseRequest
@@ -56,6 +56,7 @@ __all__ = [
     "LeaseRenewed",
     "LeaseRequest",
     "LeaseScope",
+    "LeaseSession",
     "LeaseStoreError",
     "LeaseTakenOver",
     "LeaseUnavailableError",

@@ -17,6 +17,7 @@ from ._events import DEFAULT_MAX_BUFFER, EventStream, Listener
 from ._heartbeat import HEARTBEAT_STOP_TIME, MAX_RELEASE_TIME, Keeper, describe
 from ._log import get_logger, lease_fields
 from ._scope import LeaseScope, _check_lease_id, _check_request
+from ._session import LeaseSession
 from ._takeover import Takeover, takeover_rule
 from ._tasks import TaskOwner
 from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
@@ -24,7 +25,7 @@ from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
 if TYPE_CHECKING:
     from ._store import LockStore
 
-__all__ = ["LeaseScope", "Locker"]
+__all__ = ["LeaseScope", "LeaseSession", "Locker"]
 
 _T = TypeVar("_T")
 
@@ -150,10 +151,16 @@ class Locker:
         instead of colliding on the first rows.
         """
         _check_request(request)
-        return await self._obtain_any(request, self._keeper.clock.monotonic())
+        return await self._obtain_any(request, self._keeper.clock.monotonic(), None)
 
-    async def _obtain_any(self, request: LeaseRequest, started: float) -> Lease:
-        lease = await self._rule.obtain_any(self._store, request)
+    async def _obtain_any(
+        self, request: LeaseRequest, started: float, session: Lease | None
+    ) -> Lease:
+        # A rule of one's own may not know sessions: the keyword only when there is one.
+        if session is None:
+            lease = await self._rule.obtain_any(self._store, request)
+        else:
+            lease = await self._rule.obtain_any(self._store, request, session=session)
         self._log_acquired(lease, started)
         return lease
 
@@ -169,13 +176,18 @@ class Locker:
         """
         _check_request(request)
         wait_period = _as_seconds("wait_period", wait_period)
-        started = self._keeper.clock.monotonic()
         if lease_id is not None:
             _check_lease_id(lease_id)
             return await self._wait_for_named(request, lease_id, wait_period, [])
+        return await self._wait_for_any(request, wait_period, None)
+
+    async def _wait_for_any(
+        self, request: LeaseRequest, wait_period: float, session: Lease | None
+    ) -> Lease:
+        started = self._keeper.clock.monotonic()
         while True:
             try:
-                return await self._obtain_any(request, started)
+                return await self._obtain_any(request, started, session)
             except LeaseNotObtainedError:
                 pass
             except LeaseUnavailableError as exc:
@@ -188,14 +200,19 @@ class Locker:
         lease_id: str | None,
         wait_period: float,
         timeout: float | None,
+        *,
+        session: Lease | None = None,
     ) -> Lease:
-        """Obtain any item, or the named one, waiting up to ``timeout`` (None: forever)."""
+        """Obtain any item, or the named one, waiting up to ``timeout`` (None: forever).
+
+        With ``session`` (a session row's lease), the item is taken under that session.
+        """
         refusals: list[LeaseNotObtainedError] = []
         try:
             async with asyncio.timeout(timeout):
                 if lease_id is None:
-                    return await self.wait_until_lease_obtained(request, wait_period)
-                return await self._wait_for_named(request, lease_id, wait_period, refusals)
+                    return await self._wait_for_any(request, wait_period, session)
+                return await self._wait_for_named(request, lease_id, wait_period, refusals, session)
         except TimeoutError:
             what = "an item" if lease_id is None else repr(lease_id)
             # The last refusal says who held the item: the timeout reports it too.
@@ -213,12 +230,18 @@ class Locker:
         lease_id: str,
         wait_period: float,
         refusals: list[LeaseNotObtainedError],
+        session: Lease | None = None,
     ) -> Lease:
         """Obtain ``lease_id``, retrying; each refusal is kept (last) in ``refusals``."""
         started = self._keeper.clock.monotonic()
         while True:
             try:
-                lease = await self._rule.obtain_named(self._store, request, lease_id)
+                if session is None:
+                    lease = await self._rule.obtain_named(self._store, request, lease_id)
+                else:
+                    lease = await self._rule.obtain_named(
+                        self._store, request, lease_id, session=session
+                    )
             except LeaseNotObtainedError as exc:
                 if not exc.item_exists:
                     raise  # waiting will not make the row appear
@@ -326,6 +349,16 @@ class Locker:
             heartbeat_period=heartbeat_period,
             _stacklevel=4,
         )
+
+    def session(
+        self, request: LeaseRequest, *, heartbeat_period: float | None = None
+    ) -> LeaseSession:
+        """Hold many items under one session for the body of an ``async with``.
+
+        See :class:`LeaseSession`: one heartbeat renews the session, whatever the number of
+        items held under it with ``session.lease()`` and ``session.run()``.
+        """
+        return LeaseSession(self, request, heartbeat_period=heartbeat_period, _stacklevel=4)
 
     async def run(
         self,

@@ -89,6 +89,13 @@ PRINTS: dict[str, list[str]] = {
         "ALERT: worker-1 lost shard-1 (released by another)",
         "worker-1 stopped: released by another",
     ],
+    "sessions.py": [
+        "worker-1 took shard-2 under its session",
+        "processed shard-1 (token 1)",
+        "again: shard-0 (token 2)",
+        "session ended; every shard released",
+        "items still held: 0",
+    ],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",
         "shard-1: free=True token=1",

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._log import get_logger
-from ._types import Lease, ns_to_datetime
+from ._types import SESSION_PREFIX, Lease, ns_to_datetime
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -136,10 +136,16 @@ class SessionEvent(LeaseEvent):
 class SessionStarted(SessionEvent):
     """A session was started (its row written)."""
 
+    until: datetime
+    """The session's new stored expiry (UTC), as takers judge it."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionRenewed(SessionEvent):
     """A session's heartbeat renewed it."""
+
+    until: datetime
+    """The session's new stored expiry (UTC), as takers judge it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +162,13 @@ class SessionEnded(SessionEvent):
 
 
 _E = TypeVar("_E", bound=LeaseEvent)
+
+
+def _is_session_row(lease: Lease) -> bool:
+    """Whether ``lease`` is a session's own row (its events are the Session* ones)."""
+    return lease._session is None and lease.lease_id.startswith(SESSION_PREFIX)
+
+
 Listener = Callable[[LeaseEvent], object]
 
 
@@ -230,8 +243,11 @@ class Events:
                 self._send(event)
 
     def holding(self, lease: Lease, change: int) -> None:
-        """A heartbeat of ``lease`` started (+1) or ended (-1)."""
-        if self.metrics is not None:
+        """A hold of ``lease`` started (+1) or ended (-1): a heartbeat, or an item of a session.
+
+        A session's own row is not a lease held: its items are counted instead.
+        """
+        if self.metrics is not None and not _is_session_row(lease):
             self.metrics.holding(lease, change)
 
     def woke(self, lease: Lease, lag: float) -> None:
@@ -244,7 +260,8 @@ class Events:
         if self.metrics is not None:
             self.metrics.renewal(lease, "renewed", seconds)
         if self._listeners or self._streams:
-            self._send(self._build(LeaseRenewed, lease, until=lease.until))
+            kind = SessionRenewed if _is_session_row(lease) else LeaseRenewed
+            self._send(self._build(kind, lease, until=lease.until))
 
     def renewal_failed(
         self, lease: Lease, attempt: int, seconds: float, left: float, error: BaseException
@@ -278,6 +295,11 @@ class Events:
         self._lost[key] = None
         if len(self._lost) > _REMEMBERED_LOSSES:
             del self._lost[next(iter(self._lost))]
+        if _is_session_row(lease):
+            # Its items' losses are reported (and counted) one by one.
+            if self._listeners or self._streams:
+                self._send(self._build(SessionLost, lease, reason=reason))
+            return
         if self.metrics is not None:
             self.metrics.lost(lease, reason)
         if self._listeners or self._streams:

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import LeaseError, LeaseLostError
+from ._events import SessionEnded, SessionStarted
 from ._heartbeat import MAX_RELEASE_TIME, Heartbeat, Heartbeats, Hold, Keeper, describe
 from ._log import get_logger, lease_fields
 from ._scope import LeaseScope, _check_lease_id, _check_request
@@ -254,6 +255,7 @@ class LeaseSession:
             )
         for item in list(self._items):
             item.lose(f"its session was lost: {exc}", exc.reason)
+            self._keeper.events.lost(item.hold.lease, exc.reason)
 
     async def _drain(self) -> None:
         """Cancel the item scopes still open, wait for them (bounded), release what is left."""
@@ -309,6 +311,7 @@ class LeaseSession:
         else:
             if ended:
                 get_logger().info("ended session %s", describe(row), extra=lease_fields(row))
+                self._keeper.events.emit(SessionEnded, row)
             else:
                 get_logger().info(
                     "session %s had already been ended by another",
@@ -369,6 +372,7 @@ class _SessionRow:
     ) -> _RowKept:
         session = self._session
         session._hold = hold
+        session._keeper.events.emit(SessionStarted, hold.lease, until=hold.lease.until)
 
         def renewed(row: Hold) -> None:
             session._on_renewed(row)
@@ -406,6 +410,7 @@ class _SessionItems:
     ) -> _Item:
         item = _Item(self._session, hold, on_renewed, on_lost)
         self._session._items[item] = None
+        self._session._keeper.events.holding(hold.lease, +1)
         return item
 
     async def release(self, lease: Lease) -> bool | None:
@@ -468,5 +473,6 @@ class _Item:
         try:
             return await self._session._keeper.release(self.hold.lease)
         finally:
-            self._session._items.pop(self, None)
+            if self._session._items.pop(self, "gone") is None:
+                self._session._keeper.events.holding(self.hold.lease, -1)
             self.done.set()

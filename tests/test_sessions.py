@@ -18,6 +18,8 @@ import pytest
 
 from aiolease import (
     Lease,
+    LeaseEvent,
+    LeaseLost,
     LeaseLostError,
     LeaseNotObtainedError,
     LeaseRequest,
@@ -25,6 +27,9 @@ from aiolease import (
     LeaseSession,
     Locker,
     LockStore,
+    SessionEvent,
+    SessionLost,
+    SessionRenewed,
 )
 
 from .history import Hold, check_history
@@ -542,3 +547,74 @@ async def test_workers_in_session_mode_never_hold_one_item_at_once(
     assert any(hold.lessee == "w0" for hold in holds), "the stalled worker held nothing"
     assert report.items == len(ids)
     await setup.aclose()
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+async def test_a_session_reports_its_lifecycle_and_its_items_as_events(
+    client: Any, store: LockStore
+) -> None:
+    """Session rows send Session* events (never Lease* ones); their items send Lease* ones."""
+    ids = await add_items(store, 2)
+    locker = Locker(store)
+    seen: list[LeaseEvent] = []
+    renewed = asyncio.Event()
+
+    def listen(event: LeaseEvent) -> None:
+        seen.append(event)
+        if isinstance(event, SessionRenewed):
+            renewed.set()
+
+    locker.add_listener(listen)
+    async with locker.session(request(), heartbeat_period=0.2) as session:
+        async with session.lease(ids[0]), session.lease(ids[1]):
+            async with asyncio.timeout(10):
+                await renewed.wait()
+        key = session.session_id
+    await asyncio.sleep(0)  # listeners are called soon after, never inline
+    await asyncio.sleep(0)
+    names = [type(event).__name__ for event in seen]
+    assert names[:3] == ["SessionStarted", "LeaseAcquired", "LeaseAcquired"], names
+    assert names[-3:] == ["LeaseReleased", "LeaseReleased", "SessionEnded"], names
+    assert set(names[3:-3]) == {"SessionRenewed"}, names
+    assert all(e.lease_id == key for e in seen if isinstance(e, SessionEvent))
+    assert {e.lease_id for e in seen if not isinstance(e, SessionEvent)} == set(ids)
+
+
+async def test_a_lost_session_sends_session_lost_then_each_item_lost(
+    client: Any, store: LockStore
+) -> None:
+    ids = await add_items(store, 2)
+    locker = Locker(store)
+    keys: list[str] = []
+
+    async def lose() -> None:
+        async with (
+            locker.session(request(), heartbeat_period=0.2) as session,
+            session.lease(ids[0]),
+            session.lease(ids[1]),
+        ):
+            keys.append(session.session_id)
+            await client.update_item(
+                TableName=store.table_name,
+                Key={"LeaseID": {"S": session.session_id}},
+                UpdateExpression="SET #t = #t + :one",
+                ExpressionAttributeNames={"#t": "LeaseToken"},
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+            await asyncio.Event().wait()
+
+    async with locker.events() as stream:
+        with pytest.raises(LeaseLostError):
+            await lose()
+        got: list[LeaseEvent] = []
+        async with asyncio.timeout(10):
+            async for event in stream:
+                got.append(event)
+                if len([e for e in got if isinstance(e, LeaseLost)]) == 2:
+                    break
+    lost = [e for e in got if isinstance(e, SessionLost | LeaseLost)]
+    assert isinstance(lost[0], SessionLost) and lost[0].lease_id == keys[0]
+    assert {e.lease_id for e in lost[1:]} == set(ids)
+    assert all(isinstance(e, LeaseLost) and e.reason == lost[0].reason for e in lost[1:])

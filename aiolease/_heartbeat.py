@@ -7,6 +7,7 @@ the moment its last successful write was *sent*: ``sent + duration - margin``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import warnings
 from collections.abc import Callable
@@ -186,7 +187,9 @@ class Keeper:
                 )
             hold.lease = renewed
             hold.deadline = self.deadline(renewed)
-            get_logger().debug("renewed %s", describe(renewed), extra=lease_fields(renewed))
+            logger = get_logger()
+            if logger.isEnabledFor(logging.DEBUG):  # every renewal passes here: build nothing
+                logger.debug("renewed %s", describe(renewed), extra=lease_fields(renewed))
             return
 
     # -- releasing ----------------------------------------------------------------------

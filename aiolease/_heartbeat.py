@@ -17,6 +17,7 @@ from ._errors import LeaseError, LeaseLostError, LeaseStoreError, LeaseUnavailab
 from ._log import get_logger, lease_fields
 from ._tasks import TaskOwner
 from ._types import Lease, LeaseRequest, _as_seconds
+from ._wire.calls import deadline_first
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -150,8 +151,10 @@ class Keeper:
                 )
             attempt += 1
             try:
-                async with asyncio.timeout_at(hold.deadline):
-                    renewed = await self.store.renew(lease)
+                # Past capacity, the store's request slots go to the earliest deadline.
+                with deadline_first(hold.deadline):
+                    async with asyncio.timeout_at(hold.deadline):
+                        renewed = await self.store.renew(lease)
             except TimeoutError:
                 raise self.lost(
                     lease,

@@ -542,10 +542,12 @@ class GatedClient:
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
+        self.started = asyncio.Event()
         self.sent: list[Any] = []
 
     async def update_item(self, **request: Any) -> Any:
         self.sent.append(request["Key"])
+        self.started.set()
         await self.gate.wait()
         return {}
 
@@ -553,8 +555,7 @@ class GatedClient:
 async def _queue(calls: Calls, client: GatedClient, keys: list[tuple[str, float | None]]) -> None:
     """Occupy the only slot, queue ``keys`` (name, deadline) in that order, then let all run."""
     first = asyncio.create_task(calls.call("update_item", {"Key": "first"}))
-    while not client.sent:
-        await asyncio.sleep(0)
+    await client.started.wait()
 
     async def one(name: str, deadline: float | None) -> None:
         with deadline_first(deadline):

@@ -572,10 +572,17 @@ async def _queue(calls: Calls, client: GatedClient, keys: list[tuple[str, float 
 async def test_waiting_calls_are_served_earliest_deadline_first_then_in_arrival_order() -> None:
     client = GatedClient()
     calls = Calls(client, S, max_attempts=1, max_in_flight=1)
+    now = asyncio.get_running_loop().time()
     await _queue(
         calls,
         client,
-        [("plain-1", None), ("late", 30.0), ("soon", 10.0), ("plain-2", None), ("mid", 20.0)],
+        [
+            ("plain-1", None),
+            ("late", now + 30),
+            ("soon", now + 10),
+            ("plain-2", None),
+            ("mid", now + 20),
+        ],
     )
     assert client.sent == ["first", "soon", "mid", "late", "plain-1", "plain-2"], (
         f"slots not served by deadline, then by arrival: {client.sent}"
@@ -585,7 +592,7 @@ async def test_waiting_calls_are_served_earliest_deadline_first_then_in_arrival_
 async def test_a_cancelled_waiter_leaves_the_queue_and_a_granted_one_passes_its_slot_on() -> None:
     slots = Slots(1)
     await slots.acquire()
-    with deadline_first(1.0):
+    with deadline_first(asyncio.get_running_loop().time() + 10):
         cancelled = asyncio.create_task(slots.acquire())
         await asyncio.sleep(0)
     later = asyncio.create_task(slots.acquire())
@@ -605,3 +612,15 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_granted_one_passes_its_
     await asyncio.wait_for(last, 1)
     slots.release()
     await asyncio.wait_for(slots.acquire(), 1)  # and the slot count came out right
+
+
+async def test_a_waiter_cancelled_and_passed_over_before_it_runs_unwinds_cleanly() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()  # cancels its future at once; the task unwinds at its next step
+    slots.release()  # ...which this release passes over before the task has run
+    results = await asyncio.gather(waiter, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError), f"unwound with {results[0]!r}"
+    await asyncio.wait_for(slots.acquire(), 1)  # the slot went back to the pool

@@ -72,7 +72,7 @@ class Slots:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # granted just as it was cancelled: pass the slot on
-            else:
+            elif entry in self._waiters:  # (a release may have passed over it already)
                 self._waiters.remove(entry)
                 heapq.heapify(self._waiters)
             raise

@@ -3,15 +3,17 @@
 Compared on one server: python-dynamodb-lock (sync boto3), bare boto3 and bare aiobotocore
 sending aiolease's own renewal request (fresh values each time), and aiolease on the client
 ``LockStore.connect()`` opens, on a client the user built, and on a client configured as
-``connect()`` did before issue 18. Kinds alternate in blocks so that load drift on a shared
-machine hits all alike; CPU is ``time.process_time()`` (every thread), medians of blocks.
-Also a cProfile (CPU timer) of renewals before and after, summarised by where the time goes.
+``connect()`` did before issue 18. Kinds alternate in blocks (in a new order each round) so
+that load drift on a shared machine hits all alike. CPU is ``time.process_time()`` (every
+thread): medians of blocks; CPU ratios are medians of per-round ratios (paired: drift
+cancels). Also a cProfile (CPU timer) of renewals before and after, by stage.
 """
 
 from __future__ import annotations
 
 import cProfile
 import pstats
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +32,7 @@ OLD_CONNECT = {
     "retries": {"total_max_attempts": 1, "mode": "standard"},
     "max_pool_connections": 50,
 }
-BLOCK = 25
+BLOCK = 40
 
 # Where a renewal's CPU goes: (label, file suffix, function), each the cumulative time of one
 # entry point (they nest: the client call holds all but aiolease's own work).
@@ -119,8 +121,11 @@ async def _blocks(
     """Per kind, CPU per call (one value per block) and wall time of every call."""
     cpu: dict[str, list[float]] = {name: [] for name in kinds}
     wall: dict[str, list[float]] = {name: [] for name in kinds}
+    order = list(kinds.items())
+    shuffle = random.Random(18).shuffle  # a new order each round, the same in every run
     for _ in range(rounds):
-        for name, run in kinds.items():
+        shuffle(order)
+        for name, run in order:
             c0 = time.process_time()
             for _ in range(block):
                 t0 = time.perf_counter()
@@ -259,8 +264,15 @@ def hot_path_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str,
     def met(ok: bool) -> str:
         return "yes" if ok else "NO"
 
-    def row(label: str, a: float, b: float, target: float | None = None) -> None:
-        r = ratio(a, b)
+    blocks = result["renew_cpu_blocks_s"]
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(blocks[a], blocks[b], strict=True))
+
+    def row(
+        label: str, a: float, b: float, target: float | None = None, r: float | None = None
+    ) -> None:
+        r = ratio(a, b) if r is None else r
         out.append(
             (
                 label,
@@ -276,13 +288,14 @@ def hot_path_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str,
     cb, u, pp = "aiolease, connect() before", "aiolease, user client", peer.PEER
     bare_pair = "aiobotocore bare (the same two requests)"
     if result["peer"]:
-        row(f"CPU/renewal: {c} vs {pp}", cpu[c], cpu[pp], 0.9)
-        row(f"CPU/renewal: {cb} vs {pp}", cpu[cb], cpu[pp])
-        row(f"CPU/renewal: boto3 bare vs {pp}", cpu["boto3 bare"], cpu[pp])
-    row(f"CPU/renewal: {u} vs {ub}", cpu[u], cpu[ub], 1.03)
+        row(f"CPU/renewal: {c} vs {pp}", cpu[c], cpu[pp], 0.9, paired(c, pp))
+        row(f"CPU/renewal: {cb} vs {pp}", cpu[cb], cpu[pp], None, paired(cb, pp))
+        boto = "boto3 bare"
+        row(f"CPU/renewal: {boto} vs {pp}", cpu[boto], cpu[pp], None, paired(boto, pp))
+    row(f"CPU/renewal: {u} vs {ub}", cpu[u], cpu[ub], 1.03, paired(u, ub))
     cbare = "aiobotocore bare, connect() client"
-    row(f"CPU/renewal: {c} vs {cbare}", cpu[c], cpu[cbare], 1.03)
-    row(f"CPU/renewal: {c} vs {cb}", cpu[c], cpu[cb])
+    row(f"CPU/renewal: {c} vs {cbare}", cpu[c], cpu[cbare], 1.03, paired(c, cbare))
+    row(f"CPU/renewal: {c} vs {cb}", cpu[c], cpu[cb], None, paired(c, cb))
     if result["peer"]:
         row(f"acquire+release median: {c} vs {pp}", pair[c]["median"], pair[pp]["median"], 1.0)
         row(f"acquire+release CPU: {c} vs {pp}", pair_cpu[c], pair_cpu[pp])

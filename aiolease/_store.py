@@ -175,11 +175,9 @@ class LockStore:
         """Open a DynamoDB client configured for leases, yield a store on it, close it on exit.
 
         botocore's own retries are off and its timeouts short: the store and the locker
-        retry themselves within the lease's deadline. It also skips botocore's client-side
-        parameter validation and sends a fixed User-Agent (per-request work a lease library
-        does not need): a malformed request of your own on ``store.client`` is refused by
-        the server (``ValidationException``) instead. ``session`` is an optional
-        ``aioboto3.Session`` (for a profile or explicit credentials).
+        retry themselves within the lease's deadline. It skips client-side parameter
+        validation (the server refuses a malformed request of yours on ``store.client``)
+        and sends a fixed User-Agent. ``session``: an optional ``aioboto3.Session``.
         """
         async with lease_client(
             table_name,

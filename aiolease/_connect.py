@@ -26,7 +26,10 @@ async def lease_client(
     """An aiobotocore DynamoDB client with botocore's retries off and short timeouts.
 
     The store and the locker retry themselves within the lease's deadline. A missing
-    region or a malformed endpoint is a :class:`LeaseStoreError` naming the table.
+    region or a malformed endpoint is a :class:`LeaseStoreError` naming the table. Per
+    request it skips what a lease library does not need (docs/performance.md, "Hot path"):
+    botocore's parameter validation (the store builds every request itself, and the server
+    validates anyway) and the rebuilding of the User-Agent string (a fixed one instead).
     """
     import aioboto3
     import botocore.exceptions as bce
@@ -37,6 +40,8 @@ async def lease_client(
         read_timeout=read_timeout,
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max_pool_connections,
+        parameter_validation=False,
+        user_agent=_user_agent(),
     )
     try:
         if session is None:
@@ -62,3 +67,16 @@ async def lease_client(
         yield client
     finally:
         await client_cm.__aexit__(None, None, None)
+
+
+def _user_agent() -> str:
+    """A fixed User-Agent: botocore's default is rebuilt (twice) for every request."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in ("aiolease", "aiobotocore", "botocore"):
+        try:
+            parts.append(f"{name}/{version(name)}")
+        except PackageNotFoundError:  # run from a source tree without installing
+            parts.append(name)
+    return " ".join(parts)

@@ -7,6 +7,7 @@ the moment its last successful write was *sent*: ``sent + duration - margin``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import warnings
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from ._events import Events
 from ._log import get_logger, lease_fields
 from ._tasks import TaskOwner
 from ._types import Lease, LeaseRequest, _as_seconds
+from ._wire.calls import deadline_first
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -191,8 +193,10 @@ class Keeper:
             attempt += 1
             started = self.clock.monotonic()
             try:
-                async with asyncio.timeout_at(hold.deadline):
-                    renewed = await renew(lease)
+                # Past capacity, the store's request slots go to the earliest deadline.
+                with deadline_first(hold.deadline):
+                    async with asyncio.timeout_at(hold.deadline):
+                        renewed = await renew(lease)
             except TimeoutError:
                 self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(
@@ -239,7 +243,9 @@ class Keeper:
             hold.lease = renewed
             hold.deadline = self.deadline(renewed)
             self.events.renewed(renewed, self.clock.monotonic() - started)
-            get_logger().debug("renewed %s", describe(renewed), extra=lease_fields(renewed))
+            logger = get_logger()
+            if logger.isEnabledFor(logging.DEBUG):  # every renewal passes here: build nothing
+                logger.debug("renewed %s", describe(renewed), extra=lease_fields(renewed))
             return
 
     # -- releasing ----------------------------------------------------------------------

@@ -193,8 +193,9 @@ class LockStore(_Configuration, SessionMethods):
         """Open a DynamoDB client configured for leases, yield a store on it, close it on exit.
 
         botocore's own retries are off and its timeouts short: the store and the locker
-        retry themselves within the lease's deadline. ``session`` is an optional
-        ``aioboto3.Session`` (for a profile or explicit credentials).
+        retry themselves within the lease's deadline. It skips client-side parameter
+        validation (the server refuses a malformed request of yours on ``store.client``)
+        and sends a fixed User-Agent. ``session``: an optional ``aioboto3.Session``.
         """
         async with lease_client(
             table_name,

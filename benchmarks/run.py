@@ -2,6 +2,11 @@
 
 ``python -m benchmarks [--quick] [--out DIR] [--only SECTION ...] [--copy-charts DIR]``
 
+``python -m benchmarks --only hotpath edf`` prints the figures of docs/performance.md's "Hot
+path" section (client CPU and latency against python-dynamodb-lock, the profile of a
+renewal before and after, leases lost past capacity first come first served vs earliest
+deadline first).
+
 Prints a table, writes ``results.json`` and PNG charts to ``--out`` (``bench-results/``).
 Nothing here asserts: targets are reported as met or not.
 """
@@ -22,10 +27,10 @@ from typing import Any
 
 from aiolease.testing import MotoServer
 
-from . import charts, contention, events, failover, latency, peer, throughput
+from . import charts, contention, edf, events, failover, hotpath, latency, peer, throughput
 from ._common import load_average, ratio, set_fake_environment
 
-SECTIONS = ("latency", "cpu", "events", "renewals", "contention", "failover")
+SECTIONS = ("latency", "cpu", "events", "renewals", "contention", "failover", "hotpath", "edf")
 
 FULL = {
     "latency_rounds": 300,
@@ -43,6 +48,10 @@ FULL = {
     "seed_items": 200,
     "seed_budget_s": 120.0,
     "failover_repeats": 8,
+    "hotpath_rounds": 50,
+    "profile_calls": 300,
+    "edf_fractions": [1.1, 1.3, 2.0],
+    "edf_window_s": 10.0,
 }
 QUICK = {
     **FULL,
@@ -58,6 +67,10 @@ QUICK = {
     "seed_items": 50,
     "seed_budget_s": 30.0,
     "failover_repeats": 4,
+    "hotpath_rounds": 12,
+    "profile_calls": 150,
+    "edf_fractions": [1.1, 1.3],
+    "edf_window_s": 8.0,
 }
 # Holding many leases: a 6 s lease renewed every 2 s (the default third of the lease).
 HOLD_DURATION, HOLD_PERIOD = 6.0, 2.0
@@ -167,6 +180,17 @@ async def run(args: argparse.Namespace, endpoint_url: str) -> dict[str, Any]:
             failover.release(
                 endpoint_url, cfg["failover_repeats"], duration=CRASH_DURATION, wait=RELEASE_WAIT
             ),
+        )
+    if "hotpath" in sections:
+        results["hotpath"] = await section(
+            "hotpath", hotpath.hot_path(endpoint_url, cfg["hotpath_rounds"])
+        )
+        results["hotpath_profile"] = await section(
+            "hotpath profile", hotpath.profile_renewals(endpoint_url, cfg["profile_calls"])
+        )
+    if "edf" in sections:
+        results["edf"] = await section(
+            "edf", edf.edf(endpoint_url, cfg["edf_fractions"], cfg["edf_window_s"])
         )
     results["seconds"] = timings
     results["load_after"] = load_average()
@@ -385,6 +409,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                 met(rel["ratio_max"] <= 1.0),
             )
         )
+    if hot := results.get("hotpath"):
+        out += hotpath.hot_path_rows(hot)
+    if deadline := results.get("edf"):
+        out += edf.edf_rows(deadline)
     return out
 
 
@@ -435,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
         for picture in pictures:
             shutil.copy(picture, args.copy_charts / picture.name)
     print(table(results))
+    if profile := results.get("hotpath_profile"):
+        print()
+        print(hotpath.profile_text(profile))
     print(
         f"\n{results['machine']['cpus']} CPUs ({results['machine']['processor']}), Python "
         f"{results['machine']['python']}; load before/after {results['load_before']} / "

@@ -19,6 +19,7 @@ from aiolease import (
     Locker,
     LockStore,
 )
+from aiolease._wire import calls
 
 from . import faults
 from .faults import FaultyClient
@@ -184,6 +185,33 @@ async def test_heartbeat_keeps_a_lease_alive_against_a_competitor(store: LockSto
         beat.cancel()
         with pytest.raises(asyncio.CancelledError):
             await beat
+
+
+async def test_heartbeat_renewals_queue_by_the_lease_deadline(
+    client: Any, store: LockStore
+) -> None:
+    deadlines: list[float | None] = []
+    renewing = asyncio.Event()
+
+    class Recording(LockStore):
+        async def renew(self, lease: Lease, until: datetime | None = None) -> Lease:
+            deadlines.append(calls._deadline.get())
+            renewing.set()
+            return await super().renew(lease, until)
+
+    recording = Recording(client, store.table_name)
+    await recording.add_item("a")
+    lease = await recording.acquire("a", request())
+    locker = Locker(recording, safety_margin=0.2)
+    expected = lease._sent_at + SHORT - 0.2  # the first renewal's local deadline
+    beat = asyncio.create_task(locker.heartbeat(lease, SHORT / 3))
+    await asyncio.wait_for(renewing.wait(), 2 * SHORT)
+    beat.cancel()
+    await asyncio.gather(beat, return_exceptions=True)
+    assert deadlines[0] is not None and abs(deadlines[0] - expected) < 1e-6, (
+        f"the renewal waited for a slot with deadline {deadlines[0]}, not the lease's {expected}"
+    )
+    assert calls._deadline.get() is None, "the deadline leaked out of the heartbeat"
 
 
 async def test_heartbeat_raises_lease_lost_when_the_row_is_taken(

@@ -23,7 +23,7 @@ from aiolease import (
 from aiolease._stamps import Stamps
 from aiolease._types import MAX_NS, SessionRow
 from aiolease._wire import codes, requests, rows, sessions
-from aiolease._wire.calls import Calls
+from aiolease._wire.calls import Calls, Slots, deadline_first
 from aiolease._wire.schema import Schema
 
 S = Schema("leases")
@@ -684,3 +684,92 @@ def test_a_lease_under_a_session_hides_its_session_key() -> None:
     lease = Lease("a", LeaseRequest("w", 2), rows.ns_to_datetime(5), 1, _session="sk")
     assert lease == dataclasses.replace(lease, _session=None)
     assert "sk" not in repr(lease)
+
+
+class GatedClient:
+    """Answers update_item once its gate opens; records the order requests were sent in."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+        self.sent: list[Any] = []
+
+    async def update_item(self, **request: Any) -> Any:
+        self.sent.append(request["Key"])
+        self.started.set()
+        await self.gate.wait()
+        return {}
+
+
+async def _queue(calls: Calls, client: GatedClient, keys: list[tuple[str, float | None]]) -> None:
+    """Occupy the only slot, queue ``keys`` (name, deadline) in that order, then let all run."""
+    first = asyncio.create_task(calls.call("update_item", {"Key": "first"}))
+    await client.started.wait()
+
+    async def one(name: str, deadline: float | None) -> None:
+        with deadline_first(deadline):
+            await calls.call("update_item", {"Key": name})
+
+    tasks = []
+    for name, deadline in keys:
+        tasks.append(asyncio.create_task(one(name, deadline)))
+        await asyncio.sleep(0)  # queued in this order
+    client.gate.set()
+    await asyncio.gather(first, *tasks)
+
+
+async def test_waiting_calls_are_served_earliest_deadline_first_then_in_arrival_order() -> None:
+    client = GatedClient()
+    calls = Calls(client, S, max_attempts=1, max_in_flight=1)
+    now = asyncio.get_running_loop().time()
+    await _queue(
+        calls,
+        client,
+        [
+            ("plain-1", None),
+            ("late", now + 30),
+            ("soon", now + 10),
+            ("plain-2", None),
+            ("mid", now + 20),
+        ],
+    )
+    assert client.sent == ["first", "soon", "mid", "late", "plain-1", "plain-2"], (
+        f"slots not served by deadline, then by arrival: {client.sent}"
+    )
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_a_granted_one_passes_its_slot_on() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    with deadline_first(asyncio.get_running_loop().time() + 10):
+        cancelled = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0)
+    later = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    slots.release()
+    await asyncio.wait_for(later, 1)  # the cancelled waiter did not take the slot
+    # Granted the slot and cancelled before it ran: the slot goes to the next waiter.
+    granted = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    last = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    slots.release()
+    granted.cancel()
+    await asyncio.gather(granted, return_exceptions=True)
+    await asyncio.wait_for(last, 1)
+    slots.release()
+    await asyncio.wait_for(slots.acquire(), 1)  # and the slot count came out right
+
+
+async def test_a_waiter_cancelled_and_passed_over_before_it_runs_unwinds_cleanly() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()  # cancels its future at once; the task unwinds at its next step
+    slots.release()  # ...which this release passes over before the task has run
+    results = await asyncio.gather(waiter, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError), f"unwound with {results[0]!r}"
+    await asyncio.wait_for(slots.acquire(), 1)  # the slot went back to the pool

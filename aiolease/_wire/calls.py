@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .._errors import LeaseError, LeaseUnavailableError
@@ -12,7 +17,7 @@ from .._log import get_logger
 from .codes import Expected, client_attempts, error_code, is_transient, short, store_error
 from .schema import Schema
 
-__all__ = ["Calls", "Retried"]
+__all__ = ["Calls", "Retried", "Slots", "deadline_first"]
 
 Request = dict[str, Any]
 
@@ -20,6 +25,66 @@ Request = dict[str, Any]
 # total, and jittered so that many renewals failing together do not retry together.
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
+
+
+# The local deadline (loop time) of the lease the current task's calls keep alive, if any.
+_deadline: ContextVar[float | None] = ContextVar("aiolease_call_deadline", default=None)
+
+
+@contextmanager
+def deadline_first(deadline: float | None) -> Iterator[None]:
+    """Calls made inside wait for a request slot in order of ``deadline`` (loop time).
+
+    The heartbeat wraps each renewal in it with the lease's local deadline, so that past
+    capacity the lease closest to being lost is renewed first. ``None``: in order of arrival.
+    """
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+class Slots:
+    """At most ``size`` holders at once; waiters served earliest deadline first.
+
+    Waiters without a deadline (acquisitions, releases, reads, renewals called directly)
+    come after those with one, in order of arrival: past capacity, keeping the leases held
+    comes before taking more. A waiter cancelled (at its deadline) leaves the queue.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self) -> None:
+        """Wait for a slot (fast path: a free slot and nobody queued)."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        deadline = _deadline.get()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (math.inf if deadline is None else deadline, next(self._order), future)
+        heapq.heappush(self._waiters, entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as it was cancelled: pass the slot on
+            elif entry in self._waiters:  # (a release may have passed over it already)
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        """Hand the slot to the most urgent waiter, or free it."""
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
 
 
 class Retried:
@@ -39,7 +104,7 @@ class Calls:
     """Sends the table's requests: at most ``max_in_flight`` at once, each retried if transient.
 
     Requests beyond the client's connection pool would only queue inside aiohttp, where its
-    timeouts count the wait; they queue here instead, in order.
+    timeouts count the wait; they queue here instead, earliest deadline first (:class:`Slots`).
     """
 
     def __init__(
@@ -55,7 +120,7 @@ class Calls:
         self.client = client
         self.schema = schema
         self.max_attempts = max_attempts
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
         attempts = client_attempts(client)
         if attempts > 1:
             # A retry inside botocore is invisible here: a write whose first answer was lost
@@ -92,12 +157,15 @@ class Calls:
         built = None if callable(request) else request
         for attempt in range(1, self.max_attempts + 1):
             try:
-                async with self._slots:
+                await self._slots.acquire()
+                try:
                     if built is None:
                         assert callable(request)
                         built = request()
                     response: dict[str, Any] = await getattr(self.client, operation)(**built)
                     return response
+                finally:
+                    self._slots.release()
             except (asyncio.CancelledError, LeaseError, Expected):
                 raise
             except Exception as exc:

@@ -223,14 +223,43 @@ async def test_the_iam_policy_allows_exactly_the_actions_the_library_uses(
 
 
 def test_the_readme_example_is_the_tested_one() -> None:
+    expected = section(EXAMPLES / "first_lease.py", "readme")
+    assert "asyncio.run(main())" in expected, "the README's block must run as pasted"
+    assert readme_block().rstrip() == expected.rstrip(), (
+        "README's example differs from the readme section of docs/examples/first_lease.py"
+    )
+
+
+def readme_block() -> str:
+    """The python block of the README's "Use it" section."""
     readme = (ROOT / "README.md").read_text()
     use_it = readme[readme.index("## Use it") :]
     block = re.search(r"```python\n(.*?)```", use_it, re.S)
     assert block, "README's 'Use it' section has no python block"
-    expected = section(EXAMPLES / "first_lease.py", "readme")
-    assert block.group(1).rstrip() == expected.rstrip(), (
-        "README's example differs from the readme section of docs/examples/first_lease.py"
-    )
+    return block.group(1)
+
+
+async def test_the_readme_example_runs_as_pasted_against_a_local_server(tmp_path: Path) -> None:
+    script = tmp_path / "first_lease.py"
+    script.write_text(readme_block())
+    # A server of its own: the session's already has the "leases" table of first_lease.py.
+    async with aiolease.testing.local_dynamodb() as endpoint:
+        # As a new user's shell has it: the endpoint `aiolease server` prints, no AWS settings.
+        env = {k: v for k, v in example_env(endpoint).items() if not k.startswith("AWS_")}
+        none = str(tmp_path / "none")
+        env.update(AWS_SHARED_CREDENTIALS_FILE=none, AWS_CONFIG_FILE=none)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in PRINTS["first_lease.py"]:
+        assert line in result.stdout, f"the README's block did not print {line!r}"
 
 
 def test_every_code_block_in_the_docs_is_an_included_example() -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -77,13 +78,20 @@ PRINTS: dict[str, list[str]] = {
         "the hand-made table has the right index",
     ],
     "takeover_modes.py": ["observer took shard-1 after"],
+    "pool_worker.py": ["worker-1 holds shard-", "worker-1 released shard-"],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",
         "shard-1: free=True token=1",
     ],
 }
 # Examples that need a process of their own, each with its test below.
-RUN_APART = {"graceful_shutdown.py", "test_my_worker.py", "cli.sh", "iam-policy.json"}
+RUN_APART = {
+    "graceful_shutdown.py",
+    "test_my_worker.py",
+    "cli.sh",
+    "iam-policy.json",
+    "local_processes.sh",
+}
 
 
 def load(name: str) -> ModuleType:
@@ -185,6 +193,32 @@ async def test_the_cli_commands_of_the_operations_page_work(dynamodb_endpoint: s
         items = {item.lease_id: item async for item in store.scan()}
     assert sorted(items) == ["shard-1", "shard-2"]
     assert items["shard-1"].attributes == {"region": "eu-west-1"}
+
+
+def test_several_processes_share_one_aiolease_server(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for the script's server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # A machine with no AWS configuration at all: the loopback server needs none.
+    env = {k: v for k, v in example_env("unused").items() if not k.startswith(("AWS_", "AIO"))}
+    none = str(tmp_path / "none")
+    env.update(PORT=str(port), AWS_SHARED_CREDENTIALS_FILE=none, AWS_CONFIG_FILE=none)
+    result = subprocess.run(
+        ["bash", str(EXAMPLES / "local_processes.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"export AIOLEASE_ENDPOINT_URL=http://127.0.0.1:{port}" in out, out
+    held = sorted(re.findall(r"(worker-\d) holds (shard-\d), fencing token 1", out))
+    assert [item for _, item in held] == ["shard-1", "shard-2"], (
+        f"each worker process should hold one item at once:\n{out}"
+    )
+    assert {worker for worker, _ in held} == {"worker-1", "worker-2"}, out
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 async def test_the_iam_policy_allows_exactly_the_actions_the_library_uses(

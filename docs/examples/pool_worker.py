@@ -1,7 +1,7 @@
 """One worker process of the "several processes on one machine" example (local_processes.sh).
 
 ``python pool_worker.py worker-1`` leases any free item of ``$AIOLEASE_TABLE`` (default
-``leases``) at ``$AIOLEASE_ENDPOINT_URL`` (unset: AWS), holds it for a second, releases it.
+``leases``) at ``$AIOLEASE_ENDPOINT_URL`` (unset: AWS), holds it for two seconds, releases it.
 """
 
 import asyncio
@@ -21,7 +21,7 @@ async def main(endpoint_url: str | None = None, lessee_id: str = "worker-1") -> 
         request = LeaseRequest(lessee_id, duration=3)  # the lessee ID: unique per process
         async with locker.lease(request, timeout=10) as lease:
             print(f"{lessee_id} holds {lease.lease_id}, fencing token {lease.fencing_token}")
-            await asyncio.sleep(1)
+            await asyncio.sleep(2)  # long enough for both processes to hold at once
         print(f"{lessee_id} released {lease.lease_id}")
 
 

@@ -63,3 +63,14 @@ def test_each_section_with_an_include_says_what_it_shows(page: str) -> None:
             f"{page} {heading!r}: {words} words besides its includes; say what the example "
             "does, the key calls and what to watch for, so the page helps before it is built"
         )
+
+
+def test_the_reliability_page_is_written_for_users() -> None:
+    text = (DOCS / "reliability.md").read_text()
+    first_person = re.findall(r"\b(I|we|my|our|us)\b", FENCE.sub("", text))
+    assert not first_person, f"reliability.md speaks in the first person: {first_person}"
+    paths = [line for line in text.splitlines() if "tests/" in line]
+    assert len(paths) == 1 and paths[0].startswith("To rerun"), (
+        f"reliability.md should name tests/ only in its one 'to rerun' line: {paths}"
+    )
+    assert "0 overlaps" in text and "Total: 374 holds checked" in text, "the figures are kept"

@@ -78,6 +78,7 @@ PRINTS: dict[str, list[str]] = {
         "the hand-made table has the right index",
     ],
     "takeover_modes.py": ["observer took shard-1 after"],
+    "fair_share.py": ["shards processed: 12 of 12"],
     "pool_worker.py": ["worker-1 holds shard-", "worker-1 released shard-"],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",

@@ -132,3 +132,26 @@ def test_aiolease_server_on_a_port_in_use_is_a_one_line_error(
         assert main(["server", "--port", str(port)]) == EXIT_FAILED
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "--port" in err, err
+
+
+async def test_the_test_servers_stay_up_flag_outlives_a_closed_stdin() -> None:
+    server = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "aiolease.testing._server", "--port", "0", "--stay-up"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        line = (await asyncio.wait_for(server.stdout.readline(), 60)).decode()
+        endpoint = line.rsplit(" ", 1)[-1].strip()
+        server.stdin.close()  # without --stay-up the server exits at once on this
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(server.wait()), 1.0)
+        async with LockStore.connect("stays", endpoint_url=endpoint) as store:
+            await store.create_table()
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), 30) == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()

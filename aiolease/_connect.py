@@ -1,14 +1,78 @@
-"""Opening a DynamoDB client configured for leases (``LockStore.connect``)."""
+"""Opening a DynamoDB client configured for leases (``LockStore.connect``).
+
+Also when a local server gets throwaway credentials: moto and DynamoDB Local on this
+machine accept any, and botocore refuses to sign a request without some.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._errors import LeaseStoreError
 
-__all__ = ["lease_client"]
+__all__ = [
+    "FAKE_CREDENTIALS",
+    "fake_session",
+    "has_credentials",
+    "is_loopback",
+    "lease_client",
+    "wants_fake_credentials",
+]
+
+FAKE_CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": "us-east-1",
+}
+"""Throwaway credentials and region for a local server: moto accepts any, and with these
+botocore does not go looking for real ones."""
+
+
+def fake_session() -> Any:
+    """An ``aioboto3.Session`` with throwaway credentials, for a local server."""
+    import aioboto3
+
+    return aioboto3.Session(
+        aws_access_key_id=FAKE_CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=FAKE_CREDENTIALS["aws_secret_access_key"],
+        region_name=FAKE_CREDENTIALS["region_name"],
+    )
+
+
+def wants_fake_credentials(*, profile: str | None, endpoint_url: str | None) -> bool:
+    """Whether to hand out throwaway credentials: a loopback endpoint, and none configured."""
+    return not profile and is_loopback(endpoint_url) and not has_credentials()
+
+
+def is_loopback(url: str | None) -> bool:
+    """Whether ``url`` names this machine (``localhost``, ``127.x.x.x`` or ``::1``)."""
+    if not url:
+        return False
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # a malformed URL: botocore reports it when the client is made
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def has_credentials() -> bool:
+    """Whether botocore finds credentials without asking the EC2/ECS metadata services."""
+    import botocore.exceptions as bce
+    import botocore.session
+
+    session = botocore.session.get_session()
+    resolver = session.get_component("credential_provider")
+    for name in ("iam-role", "container-role"):
+        with suppress(ValueError):
+            resolver.remove(name)
+    try:
+        return session.get_credentials() is not None
+    except bce.BotoCoreError:
+        return False
 
 
 @asynccontextmanager
@@ -25,11 +89,12 @@ async def lease_client(
 ) -> AsyncIterator[Any]:
     """An aiobotocore DynamoDB client with botocore's retries off and short timeouts.
 
-    The store and the locker retry themselves within the lease's deadline. A missing
-    region or a malformed endpoint is a :class:`LeaseStoreError` naming the table. Per
-    request it skips what a lease library does not need (docs/performance.md, "Hot path"):
-    botocore's parameter validation (the store builds every request itself, and the server
-    validates anyway) and the rebuilding of the User-Agent string (a fixed one instead).
+    The store and the locker retry themselves within the lease's deadline. A loopback
+    endpoint with no credentials configured gets throwaway ones (:data:`FAKE_CREDENTIALS`).
+    A missing region or a malformed endpoint is a :class:`LeaseStoreError` naming the table.
+    Per request it skips what a lease library does not need (docs/performance.md, "Hot
+    path"): botocore's parameter validation (the store builds every request itself, and the
+    server validates anyway) and the rebuilding of the User-Agent string (a fixed one).
     """
     import aioboto3
     import botocore.exceptions as bce
@@ -43,6 +108,13 @@ async def lease_client(
         parameter_validation=False,
         user_agent=_user_agent(),
     )
+    # The credential lookup reads files (and may run a credential_process): off the loop.
+    if (
+        session is None
+        and is_loopback(endpoint_url)
+        and not await asyncio.to_thread(has_credentials)
+    ):
+        session = fake_session()
     try:
         if session is None:
             session = aioboto3.Session()

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -96,13 +97,21 @@ PRINTS: dict[str, list[str]] = {
         "session ended; every shard released",
         "items still held: 0",
     ],
+    "fair_share.py": ["shards processed: 12 of 12"],
+    "pool_worker.py": ["worker-1 holds shard-", "worker-1 released shard-"],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",
         "shard-1: free=True token=1",
     ],
 }
 # Examples that need a process of their own, each with its test below.
-RUN_APART = {"graceful_shutdown.py", "test_my_worker.py", "cli.sh", "iam-policy.json"}
+RUN_APART = {
+    "graceful_shutdown.py",
+    "test_my_worker.py",
+    "cli.sh",
+    "iam-policy.json",
+    "local_processes.sh",
+}
 
 
 def load(name: str) -> ModuleType:
@@ -206,6 +215,32 @@ async def test_the_cli_commands_of_the_operations_page_work(dynamodb_endpoint: s
     assert items["shard-1"].attributes == {"region": "eu-west-1"}
 
 
+def test_several_processes_share_one_aiolease_server(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for the script's server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # A machine with no AWS configuration at all: the loopback server needs none.
+    env = {k: v for k, v in example_env("unused").items() if not k.startswith(("AWS_", "AIO"))}
+    none = str(tmp_path / "none")
+    env.update(PORT=str(port), AWS_SHARED_CREDENTIALS_FILE=none, AWS_CONFIG_FILE=none)
+    result = subprocess.run(
+        ["bash", str(EXAMPLES / "local_processes.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"export AIOLEASE_ENDPOINT_URL=http://127.0.0.1:{port}" in out, out
+    held = sorted(re.findall(r"(worker-\d) holds (shard-\d), fencing token 1", out))
+    assert sorted(item for _, item in held) == ["shard-1", "shard-2"], (
+        f"each worker process should hold one item at once:\n{out}"
+    )
+    assert {worker for worker, _ in held} == {"worker-1", "worker-2"}, out
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 async def test_the_iam_policy_allows_exactly_the_actions_the_library_uses(
     dynamodb_endpoint: str,
 ) -> None:
@@ -242,14 +277,43 @@ async def test_the_iam_policy_allows_exactly_the_actions_the_library_uses(
 
 
 def test_the_readme_example_is_the_tested_one() -> None:
+    expected = section(EXAMPLES / "first_lease.py", "readme")
+    assert "asyncio.run(main())" in expected, "the README's block must run as pasted"
+    assert readme_block().rstrip() == expected.rstrip(), (
+        "README's example differs from the readme section of docs/examples/first_lease.py"
+    )
+
+
+def readme_block() -> str:
+    """The python block of the README's "Use it" section."""
     readme = (ROOT / "README.md").read_text()
     use_it = readme[readme.index("## Use it") :]
     block = re.search(r"```python\n(.*?)```", use_it, re.S)
     assert block, "README's 'Use it' section has no python block"
-    expected = section(EXAMPLES / "first_lease.py", "readme")
-    assert block.group(1).rstrip() == expected.rstrip(), (
-        "README's example differs from the readme section of docs/examples/first_lease.py"
-    )
+    return block.group(1)
+
+
+async def test_the_readme_example_runs_as_pasted_against_a_local_server(tmp_path: Path) -> None:
+    script = tmp_path / "first_lease.py"
+    script.write_text(readme_block())
+    # A server of its own: the session's already has the "leases" table of first_lease.py.
+    async with aiolease.testing.local_dynamodb() as endpoint:
+        # As a new user's shell has it: the endpoint `aiolease server` prints, no AWS settings.
+        env = {k: v for k, v in example_env(endpoint).items() if not k.startswith("AWS_")}
+        none = str(tmp_path / "none")
+        env.update(AWS_SHARED_CREDENTIALS_FILE=none, AWS_CONFIG_FILE=none)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in PRINTS["first_lease.py"]:
+        assert line in result.stdout, f"the README's block did not print {line!r}"
 
 
 def test_every_code_block_in_the_docs_is_an_included_example() -> None:

@@ -133,7 +133,10 @@ def store_error(schema: Schema, exc: BaseException, lease_id: str | None) -> Lea
             f"{schema.hash_key!r}"
         )
     elif isinstance(exc, bce.NoCredentialsError):
-        message = f"no AWS credentials found for {where}"
+        message = (
+            f"no AWS credentials found for {where}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or pass session="
+        )
     elif code is not None:
         message = f"{where}: {code}: {short(exc)}"
     else:

@@ -1,4 +1,4 @@
-"""The ``aiolease`` command: the embedded demo and the operator commands on a lease table.
+"""The ``aiolease`` command: the embedded demo, a local server and the operator commands.
 
 Every command prints one-line errors (``aiolease: error: ...``) and returns an exit code that
 scripts can rely on (see :data:`EPILOG`). DynamoDB is only reached through :class:`LockStore`.
@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = asyncio.run(args.run(args))
     except UsageError as exc:
-        parser.error(str(exc))  # exits with EXIT_USAGE
+        # The command's own usage line, not the top level's: that is what was mistyped.
+        getattr(args, "command_parser", parser).error(str(exc))  # exits with EXIT_USAGE
     except Failed as exc:
         _error(str(exc))
         return EXIT_FAILED

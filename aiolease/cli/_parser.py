@@ -1,4 +1,8 @@
-"""The ``aiolease`` argument parser: the demo and four operator commands, with their help."""
+"""The ``aiolease`` argument parser: the demo, a local server and four operator commands.
+
+The exit codes are listed once, in the top-level help; each command's help has its own
+examples and points there.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ from aiolease import __version__
 from aiolease.demo import add_demo_arguments
 
 from ._commands import add, create_table, ls, release
+from ._server import server
 
-__all__ = ["EPILOG", "build_parser"]
+__all__ = ["COMMAND_EPILOG", "EPILOG", "build_parser"]
 
 EPILOG = """\
 exit codes:
   0  success
   1  the operation failed: no such item, release not confirmed or the item changed
-     meanwhile, demo exclusion check failed
+     meanwhile, demo exclusion check failed, server port in use
   2  usage error: bad arguments, or a missing optional dependency
   3  the table, the credentials or the endpoint cannot be used (table missing or keyed
      otherwise, access denied, no credentials or region, endpoint unreachable)
@@ -29,10 +34,20 @@ AIOLEASE_ENDPOINT_URL set defaults for --table and --endpoint-url.
 
 examples:
   python -m aiolease demo                                   # everything local, ~30 s
+  aiolease server --table leases                            # a local server for other shells
   aiolease create-table --table leases --endpoint-url http://127.0.0.1:8000
   aiolease add shard-7 --attr region=eu-west-1 --attr weight:=3 --table leases
   aiolease ls --table leases --json
   aiolease release shard-7 --table leases --yes
+
+Each command's --help has its own examples.
+"""
+
+# Under each command's help: where the settings come from, and where the exit codes are.
+COMMAND_EPILOG = """\
+Connection settings come from the options or the usual AWS environment; AIOLEASE_TABLE
+and AIOLEASE_ENDPOINT_URL set defaults for --table and --endpoint-url.
+Exit codes: see aiolease --help.
 """
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -70,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``aiolease`` argument parser with its five commands."""
     parser = argparse.ArgumentParser(
         prog="aiolease",
-        description="asyncio leases on DynamoDB: an embedded demo and operator commands.",
+        description=(
+            "asyncio leases on DynamoDB: an embedded demo, a local server and operator commands."
+        ),
         epilog=EPILOG,
         formatter_class=_FORMATTER,
     )
@@ -83,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ls(commands, operator)
     _add_release(commands, operator)
     _add_watch(commands, operator)
+    _add_server(commands)
+    for command in commands.choices.values():
+        # main() reports a usage error found after parsing with the command's own usage.
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -106,7 +127,7 @@ def _add_demo(commands: _Commands) -> None:
             "with --aws, AWS itself (credentials and region from the environment).\n\n"
             "example:\n  python -m aiolease demo --duration 20 --timeline run.svg"
         ),
-        epilog=EPILOG,
+        epilog="Exit codes: see aiolease --help.",
         formatter_class=_FORMATTER,
     )
     add_demo_arguments(demo)
@@ -126,7 +147,7 @@ def _add_create_table(
             "otherwise is an error (exit code 3).\n\n"
             "example:\n  aiolease create-table --table leases --endpoint-url http://127.0.0.1:8000"
         ),
-        epilog=EPILOG,
+        epilog=COMMAND_EPILOG,
         formatter_class=_FORMATTER,
     )
     create.set_defaults(run=create_table)
@@ -148,7 +169,7 @@ def _add_add(
             "example:\n  aiolease add shard-7 --attr region=eu-west-1 --attr weight:=3 "
             "--table leases"
         ),
-        epilog=EPILOG,
+        epilog=COMMAND_EPILOG,
         formatter_class=_FORMATTER,
     )
     command.add_argument("id", help="the item's ID (its hash key value)")
@@ -176,7 +197,7 @@ def _add_ls(
             "user attributes. --json prints a JSON array for scripts.\n\n"
             "example:\n  aiolease ls --table leases --json"
         ),
-        epilog=EPILOG,
+        epilog=COMMAND_EPILOG,
         formatter_class=_FORMATTER,
     )
     command.add_argument(
@@ -201,9 +222,12 @@ def _add_release(
             "fencing token and its attributes are kept, so the next holder still gets a\n"
             "larger token. A holder that is still alive loses its lease at its next\n"
             "renewal and has its work cancelled. Asks for confirmation unless --yes.\n\n"
+            "Because the token is kept, a stuck holder's fenced writes still pass\n"
+            "downstream until someone takes the item (its acquisition raises the token).\n"
+            "To fence the stuck holder off now, let a worker take the item right after.\n\n"
             "example:\n  aiolease release shard-7 --table leases --yes"
         ),
-        epilog=EPILOG,
+        epilog=COMMAND_EPILOG,
         formatter_class=_FORMATTER,
     )
     command.add_argument("id", help="the item's ID")
@@ -232,8 +256,42 @@ def _add_watch(
             "snapshot after another. Ctrl-C ends it (exit code 0).\n\n"
             "example:\n  aiolease watch --table leases --interval 2"
         ),
-        epilog=EPILOG,
+        epilog=COMMAND_EPILOG,
         formatter_class=_FORMATTER,
     )
     add_arguments(command)
     command.set_defaults(run=watch)
+
+
+def _add_server(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "server",
+        help="run an embedded DynamoDB-compatible server (moto) until Ctrl-C or SIGTERM",
+        description=(
+            "Serve moto's DynamoDB on this machine, one request at a time (so conditional\n"
+            "writes are atomic, as on DynamoDB), until Ctrl-C or SIGTERM. It prints its\n"
+            "endpoint and the environment other processes export to use it: throwaway\n"
+            "credentials, AIOLEASE_ENDPOINT_URL and, with --table, AIOLEASE_TABLE. Tables\n"
+            "live in memory and are gone when it stops. Needs the server extra.\n\n"
+            "example:\n  aiolease server --table leases --port 8000\n"
+            "  # then, in another shell:\n"
+            "  aiolease ls --table leases --endpoint-url http://127.0.0.1:8000"
+        ),
+        epilog="Exit codes: see aiolease --help.",
+        formatter_class=_FORMATTER,
+    )
+    command.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"
+    )
+    command.add_argument(
+        "--port", type=int, default=8000, help="the port (default: 8000; 0: any free port)"
+    )
+    command.add_argument(
+        "--table",
+        default=os.environ.get("AIOLEASE_TABLE"),
+        help="create this lease table once serving (default: $AIOLEASE_TABLE, else none)",
+    )
+    command.add_argument(
+        "--hash-key", default="LeaseID", help="the table's string hash key (default: LeaseID)"
+    )
+    command.set_defaults(run=server)

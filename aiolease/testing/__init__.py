@@ -18,31 +18,14 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
+from .._connect import FAKE_CREDENTIALS, fake_session
 from ._server import READY
 
 __all__ = ["FAKE_CREDENTIALS", "MotoServer", "fake_session", "local_dynamodb", "run_with_dynamodb"]
 
-FAKE_CREDENTIALS = {
-    "aws_access_key_id": "testing",
-    "aws_secret_access_key": "testing",
-    "region_name": "us-east-1",
-}
-"""Throwaway credentials and region for a local server: moto accepts any, and with these
-botocore does not go looking for real ones."""
 _START_TIMEOUT = 60.0
-
-
-def fake_session() -> Any:
-    """An ``aioboto3.Session`` with throwaway credentials, for a local server."""
-    import aioboto3
-
-    return aioboto3.Session(
-        aws_access_key_id=FAKE_CREDENTIALS["aws_access_key_id"],
-        aws_secret_access_key=FAKE_CREDENTIALS["aws_secret_access_key"],
-        region_name=FAKE_CREDENTIALS["region_name"],
-    )
 
 
 class MotoServer:

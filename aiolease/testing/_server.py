@@ -2,7 +2,8 @@
 
 ``python -m aiolease.testing._server [--port N]`` prints ``aiolease-moto listening on URL``
 once bound and serves until its standard input closes (so it never outlives its parent)
-or it receives SIGTERM.
+or it receives SIGTERM. With ``--stay-up`` it serves until SIGTERM or Ctrl-C only (what
+``aiolease server`` does).
 
 moto's own server handles requests on threads with no lock around a conditional
 check-and-write, so two conditional writes on one item can both succeed: a test server
@@ -35,23 +36,33 @@ def serialized(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[by
     return wrapper
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: pick a free port")
-    args = parser.parse_args(argv)
+def make_server(host: str, port: int) -> Any:
+    """A werkzeug server of moto's DynamoDB on ``host:port`` (0: a free port), not started.
 
+    Raises ``OSError`` when the address cannot be bound (a port in use, say).
+    """
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
         create_backend_app,
     )
-    from werkzeug.serving import make_server
+    from werkzeug import serving
 
     app = serialized(DomainDispatcherApplication(create_backend_app))
-    server = make_server(
-        args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
+    return serving.make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: pick a free port")
+    parser.add_argument(
+        "--stay-up",
+        action="store_true",
+        help="keep serving when stdin closes or the parent exits (until SIGTERM or Ctrl-C)",
     )
+    args = parser.parse_args(argv)
+    server = make_server(args.host, args.port)
 
     def stop(*_: object) -> None:
         os._exit(0)
@@ -73,8 +84,9 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1.0)
         stop()
 
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-    threading.Thread(target=watch_parent, daemon=True).start()
+    if not args.stay_up:
+        threading.Thread(target=exit_with_parent, daemon=True).start()
+        threading.Thread(target=watch_parent, daemon=True).start()
     print(f"{READY} http://{server.host}:{server.port}", flush=True)
     server.serve_forever()
 

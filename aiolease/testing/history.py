@@ -3,7 +3,7 @@
 A *hold* is one worker's hold of one item under one lease, from when its work started to
 when it stopped. :func:`check_exclusion` lists the violations of a history (an empty list
 means it passed); :func:`check_history` is its form for tests, raising
-:class:`AssertionError` on the first violation. The demo and aiolease's own tests use these.
+``AssertionError`` on the first violation. The demo and aiolease's own tests use these.
 
 Workers in other processes record their holds as JSON lines with :class:`RecordWriter`;
 :class:`History` reads those files back, as they grow, into :class:`Hold` objects. Each
@@ -138,7 +138,7 @@ class Report:
 
 
 def check_history(holds: list[Hold]) -> Report:
-    """Raise :class:`AssertionError` naming the first violation; return the counts checked."""
+    """Raise ``AssertionError`` naming the first violation; return the counts checked."""
     problems = check_exclusion(holds)
     assert not problems, problems[0]
     return Report(

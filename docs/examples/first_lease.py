@@ -1,14 +1,18 @@
 """A first lease: register an item, hold it for the body of an ``async with``, release it.
 
 The README's "Use it" example is the ``readme`` section of this file, copied verbatim (a
-test checks that they match). Runs against ``AIOLEASE_ENDPOINT_URL`` if set, else against
-an embedded moto server.
+test checks that they match, and another runs the README's block as pasted). Runs against
+``AIOLEASE_ENDPOINT_URL`` if set (``aiolease server`` prints it), else against AWS.
 """
 
 # --8<-- [start:readme]
 import asyncio
+import os
 
 from aiolease import LeaseLostError, LeaseRequest, Locker, LockStore
+
+# A local server such as `aiolease server`; unset, AWS (credentials from the environment).
+ENDPOINT_URL = os.environ.get("AIOLEASE_ENDPOINT_URL")
 
 
 async def process(shard: str, fencing_token: int) -> None:
@@ -17,7 +21,7 @@ async def process(shard: str, fencing_token: int) -> None:
     await asyncio.sleep(0.5)
 
 
-async def main(endpoint_url: str | None = None) -> None:  # None: AWS, from the environment
+async def main(endpoint_url: str | None = ENDPOINT_URL) -> None:
     async with LockStore.connect("leases", endpoint_url=endpoint_url) as store:
         await store.create_table()
         await store.add_item("shard-7", {"region": "eu-west-1"})
@@ -27,13 +31,11 @@ async def main(endpoint_url: str | None = None) -> None:  # None: AWS, from the 
                 # Renewed every 10 s in the background. If the lease is lost, this block is
                 # cancelled and LeaseLostError raised from the `async with`.
                 await process(lease.lease_id, fencing_token=lease.fencing_token)
+            print(f"released {lease.lease_id}; attributes were {lease.attributes}")
         except LeaseLostError:
-            ...  # another worker has the item now; whatever ran above may be partial
-        # --8<-- [end:readme]
-        print(f"released {lease.lease_id}; attributes were {lease.attributes}")
+            print("lost the lease: another worker has the item; the work may be partial")
 
 
 if __name__ == "__main__":
-    from aiolease.testing import run_with_dynamodb
-
-    run_with_dynamodb(main)
+    asyncio.run(main())
+# --8<-- [end:readme]

@@ -23,7 +23,7 @@ from aiolease import (
 from aiolease._stamps import Stamps
 from aiolease._types import MAX_NS, SessionRow
 from aiolease._wire import codes, requests, rows, sessions
-from aiolease._wire.calls import Calls, Slots, deadline_first
+from aiolease._wire.calls import NO_DEADLINE_WAIT, Calls, Slots, deadline_first
 from aiolease._wire.schema import Schema
 
 S = Schema("leases")
@@ -719,21 +719,24 @@ async def _queue(calls: Calls, client: GatedClient, keys: list[tuple[str, float 
 
 
 async def test_waiting_calls_are_served_earliest_deadline_first_then_in_arrival_order() -> None:
+    """A call without a deadline counts as due NO_DEADLINE_WAIT after it queued: renewals
+    due sooner go first, renewals with time to spare after it (never starving it)."""
     client = GatedClient()
     calls = Calls(client, S, max_attempts=1, max_in_flight=1)
     now = asyncio.get_running_loop().time()
+    assert NO_DEADLINE_WAIT == 1.0
     await _queue(
         calls,
         client,
         [
             ("plain-1", None),
             ("late", now + 30),
-            ("soon", now + 10),
+            ("soon", now + 0.2),
             ("plain-2", None),
-            ("mid", now + 20),
+            ("mid", now + 0.5),
         ],
     )
-    assert client.sent == ["first", "soon", "mid", "late", "plain-1", "plain-2"], (
+    assert client.sent == ["first", "soon", "mid", "plain-1", "plain-2", "late"], (
         f"slots not served by deadline, then by arrival: {client.sent}"
     )
 
@@ -773,3 +776,88 @@ async def test_a_waiter_cancelled_and_passed_over_before_it_runs_unwinds_cleanly
     results = await asyncio.gather(waiter, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError), f"unwound with {results[0]!r}"
     await asyncio.wait_for(slots.acquire(), 1)  # the slot went back to the pool
+
+
+class QuickClient:
+    """Answers update_item after one loop step; records the order requests were sent in."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def update_item(self, **request: Any) -> Any:
+        self.sent.append(request["Key"])
+        await asyncio.sleep(0)
+        return {}
+
+
+async def test_a_call_without_a_deadline_is_not_starved_by_a_stream_of_renewals() -> None:
+    # Review (hotpath): waiters without a deadline (releases, undos, acquisitions, reads)
+    # sort after every renewal, with no aging: while renewals keep queueing (sustained
+    # load past capacity), a release is never served. A locker's release then gives up
+    # after its 5 s and leaves the row held; store.release() with no timeout hangs.
+    client = QuickClient()
+    calls = Calls(client, S, max_attempts=1, max_in_flight=1)
+    far = asyncio.get_running_loop().time() + 60  # no renewal here is anywhere near late
+
+    async def renewer(n: int) -> None:
+        with deadline_first(far):
+            for _ in range(100):
+                await calls.call("update_item", {"Key": f"renew-{n}"})
+
+    renewers = [asyncio.create_task(renewer(n)) for n in range(3)]
+    await asyncio.sleep(0)  # one renewal holds the slot, two wait
+    release = asyncio.create_task(calls.call("update_item", {"Key": "release"}))
+    await asyncio.gather(*renewers, release)
+    position = client.sent.index("release")
+    assert position <= 10, (
+        f"a call without a deadline queued behind 2 renewals was sent {position}th of "
+        f"{len(client.sent)}: starved until the renewals stopped"
+    )
+
+
+class CountingDeadline(float):
+    """A deadline that counts the heap's comparisons of it (the cost of queue upkeep)."""
+
+    compared = 0
+
+    def __lt__(self, other: object) -> bool:
+        CountingDeadline.compared += 1
+        return float(self) < float(other)  # type: ignore[arg-type]
+
+
+async def test_cancelling_many_waiters_costs_a_linear_number_of_heap_steps() -> None:
+    # Review (hotpath): each cancelled waiter was removed from the heap and the heap
+    # rebuilt, O(n) per cancellation, so n renewals timing out together blocked the loop
+    # O(n^2) (8000 waiters: 3 s of CPU). Counted in comparisons, not seconds.
+    slots = Slots(1)
+    await slots.acquire()
+    now = asyncio.get_running_loop().time()
+    n = 4000
+
+    async def wait(i: int) -> None:
+        with deadline_first(CountingDeadline(now + 60 + i % 7)):
+            await slots.acquire()
+
+    tasks = [asyncio.create_task(wait(i)) for i in range(n)]
+    await asyncio.sleep(0)
+    CountingDeadline.compared = 0
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert CountingDeadline.compared < 20 * n, (
+        f"cancelling {n} waiters took {CountingDeadline.compared} comparisons"
+    )
+    slots.release()
+    await asyncio.wait_for(slots.acquire(), 1)  # the slot is free again, nobody queued
+
+
+async def test_a_free_slot_is_granted_while_a_cancelled_waiter_has_not_unwound_yet() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    gave_up = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    gave_up.cancel()  # its future is cancelled now; the task unwinds at its next step
+    slots.release()  # skips it: the slot is free, but the cancelled waiter still counts
+    newcomer = asyncio.create_task(slots.acquire())
+    await asyncio.gather(gave_up, return_exceptions=True)
+    await asyncio.wait_for(newcomer, 1)  # granted, not left waiting for another release

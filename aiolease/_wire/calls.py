@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 import random
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ Request = dict[str, Any]
 # total, and jittered so that many renewals failing together do not retry together.
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
+# A request slot waiter without a deadline is served as if due this long after it queued.
+NO_DEADLINE_WAIT = 1.0
 
 
 # The local deadline (loop time) of the lease the current task's calls keep alive, if any.
@@ -48,43 +49,65 @@ def deadline_first(deadline: float | None) -> Iterator[None]:
 class Slots:
     """At most ``size`` holders at once; waiters served earliest deadline first.
 
-    Waiters without a deadline (acquisitions, releases, reads, renewals called directly)
-    come after those with one, in order of arrival: past capacity, keeping the leases held
-    comes before taking more. A waiter cancelled (at its deadline) leaves the queue.
+    A waiter without a deadline (acquisitions, releases, undos, reads, renewals called
+    directly) is served as if its deadline were :data:`NO_DEADLINE_WAIT` after it queued: past
+    capacity a renewal about to be lost still goes first, but a stream of renewals with time
+    to spare never starves a release. Ties go in order of arrival. A cancelled waiter is
+    dropped lazily (skipped when its turn comes), so cancelling many at once stays linear.
     """
 
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._queued = 0  # waiters in the heap not yet granted or cancelled
         self._order = itertools.count()
 
     async def acquire(self) -> None:
         """Wait for a slot (fast path: a free slot and nobody queued)."""
-        if self._free > 0 and not self._waiters:
+        if self._free > 0 and not self._queued:
             self._free -= 1
             return
+        loop = asyncio.get_running_loop()
         deadline = _deadline.get()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (math.inf if deadline is None else deadline, next(self._order), future)
-        heapq.heappush(self._waiters, entry)
+        if deadline is None:
+            deadline = loop.time() + NO_DEADLINE_WAIT
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._waiters, (deadline, next(self._order), future))
+        self._queued += 1
+        # A slot may be free while only cancelled waiters, not yet unwound, were queued.
+        self._dispatch()
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # granted just as it was cancelled: pass the slot on
-            elif entry in self._waiters:  # (a release may have passed over it already)
-                self._waiters.remove(entry)
-                heapq.heapify(self._waiters)
+            else:
+                self._cancelled(future)
             raise
 
     def release(self) -> None:
         """Hand the slot to the most urgent waiter, or free it."""
-        while self._waiters:
-            _, _, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)
-                return
         self._free += 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._free > 0 and self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if future.done():
+                continue  # cancelled: counted out by its own unwinding
+            self._free -= 1
+            self._queued -= 1
+            future.set_result(None)
+
+    def _cancelled(self, future: asyncio.Future[None]) -> None:
+        """A waiter gave up before its grant: count it out; its entry is skipped later."""
+        if not future.done():
+            future.cancel()
+        self._queued -= 1
+        if len(self._waiters) > 2 * self._queued + 64:
+            # Mostly dead entries (a burst of timeouts): rebuild once, amortised linear.
+            self._waiters = [entry for entry in self._waiters if not entry[2].done()]
+            heapq.heapify(self._waiters)
 
 
 class Retried:

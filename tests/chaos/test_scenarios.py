@@ -565,6 +565,111 @@ async def test_a_killed_holder_process_is_taken_over_after_its_lease_not_before(
     ).publish()
 
 
+async def _take_any(
+    session: Any,
+    wait: float,
+    timeout: float,
+    taken: list[tuple[Lease, float, int]],
+    holds: list[Hold],
+) -> None:
+    """Take any item under ``session``; note when (monotonic, wall) and the hold."""
+    async with session.lease(wait_period=wait, timeout=timeout) as lease:
+        at = time.monotonic()
+        taken.append((lease, at, time.time_ns()))
+        await asyncio.sleep(0.1)
+    holds.append(Hold(lease.lease_id, "taker", lease.fencing_token, at, time.monotonic()))
+
+
+async def test_a_killed_session_holder_is_taken_over_after_its_session_not_before(
+    client: Any, dynamodb_endpoint: str, run_time: RunTime
+) -> None:
+    table = f"chaos-kill-session-{random.getrandbits(32):08x}"
+    store = await _created(LockStore(client, table))
+    items = await add_items(store, 3)
+    duration, skew, wait = 2.0, 0.5, 0.1
+    # Nothing a dead session held may stay stuck longer than this after the kill.
+    bound = duration + skew + wait + ROUND_TRIPS
+    holds: list[Hold] = []
+    stuck: list[float] = []
+    gaps: list[float] = []
+    started = time.monotonic()
+    stop_at = started + run_time(0)
+    while not holds or time.monotonic() < stop_at:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.chaos.holder_process",
+            dynamodb_endpoint,
+            table,
+            ",".join(items),
+            str(duration),
+            "session",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert child.stdout is not None
+        held: dict[str, tuple[int, float]] = {}
+        deadlines: list[float] = []
+        try:
+            while len(held) < len(items):
+                line = await asyncio.wait_for(child.stdout.readline(), 60)
+                assert line.startswith(b"held"), line
+                _, item, token, start = line.decode().split()
+                held[item] = (int(token), float(start))
+            while len(deadlines) < 2:  # the first deadline, then one session renewal
+                line = await asyncio.wait_for(child.stdout.readline(), 2 * duration)
+                deadlines.append(float(line.split()[1]))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            await child.wait()
+        killed_at = time.monotonic()
+        session_key = (await raw_row(client, table, items[0]))["LeaseSession"]["S"]
+        session_row = await raw_row(client, table, session_key)
+        stored_until = int(session_row["LeaseSessionUntil"]["N"])
+        rest = await child.stdout.read()
+        deadlines += [float(x.split()[1]) for x in rest.splitlines() if x.startswith(b"deadline")]
+        for item, (token, start) in held.items():
+            holds.append(Hold(item, "child", token, start, max(deadlines)))
+
+        # A session-mode taker asks for any item, three times at once: the pool scan must
+        # offer the dead session's items and judge the session before taking them.
+        locker = Locker(LockStore(client, table), max_clock_skew=skew)
+        taken: list[tuple[Lease, float, int]] = []
+
+        async with (
+            locker.session(LeaseRequest("taker", duration)) as session,
+            asyncio.TaskGroup() as group,
+        ):
+            for _ in items:
+                group.create_task(_take_any(session, wait, bound + 10, taken, holds))
+        await locker.aclose()
+        assert sorted(lease.lease_id for lease, _, _ in taken) == items
+        for lease, taken_at, taken_wall in taken:
+            assert taken_wall >= stored_until, (
+                f"{lease.lease_id} taken {(stored_until - taken_wall) / 1e9:.3f} s before "
+                "the killed holder's session expired"
+            )
+            assert lease.fencing_token > held[lease.lease_id][0], "the taker is not fenced"
+            stuck.append(taken_at - killed_at)
+            gaps.append((taken_wall - stored_until) / 1e9)
+        ended = await raw_row(client, table, session_key)
+        assert ended["LeaseSessionUntil"] == {"N": "0"}, f"the dead session was not ended: {ended}"
+        assert max(stuck) <= bound, (
+            f"an item of the killed session stayed stuck {max(stuck):.2f} s "
+            f"(> duration {duration} + skew {skew} + wait {wait} + {ROUND_TRIPS} s)"
+        )
+    report = check_history(holds)
+    Figures.of(
+        "session holder process (3 items) SIGKILLed [session mode]",
+        time.monotonic() - started,
+        report,
+        faults={"SIGKILL": len(stuck) // len(items)},
+        stuck_after_kill_s={"max": round(max(stuck), 2), "bound": bound},
+        takeover_after_session_expiry_s=[round(g, 2) for g in gaps][:20],
+    ).publish()
+
+
 # -- skewed clocks ------------------------------------------------------------------------------
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from aiolease.testing import MotoServer
 
-from . import charts, contention, failover, latency, peer, throughput
+from . import charts, contention, failover, latency, peer, sessions, throughput
 from ._common import load_average, ratio, set_fake_environment
 
-SECTIONS = ("latency", "cpu", "renewals", "contention", "failover")
+SECTIONS = ("latency", "cpu", "renewals", "contention", "failover", "sessions")
 
 FULL = {
     "latency_rounds": 300,
@@ -42,6 +42,9 @@ FULL = {
     "seed_items": 200,
     "seed_budget_s": 120.0,
     "failover_repeats": 8,
+    "session_ns": [1, 10, 100, 1000],
+    "session_min_window_s": 20.0,
+    "session_window_periods": 2,
 }
 QUICK = {
     **FULL,
@@ -56,6 +59,8 @@ QUICK = {
     "seed_items": 50,
     "seed_budget_s": 30.0,
     "failover_repeats": 4,
+    "session_min_window_s": 10.0,
+    "session_window_periods": 1,
 }
 # Holding many leases: a 6 s lease renewed every 2 s (the default third of the lease).
 HOLD_DURATION, HOLD_PERIOD = 6.0, 2.0
@@ -160,6 +165,27 @@ async def run(args: argparse.Namespace, endpoint_url: str) -> dict[str, Any]:
             "failover (release)",
             failover.release(
                 endpoint_url, cfg["failover_repeats"], duration=CRASH_DURATION, wait=RELEASE_WAIT
+            ),
+        )
+    if "sessions" in sections:
+        results["sessions"] = await section(
+            "sessions (keeping N leases alive)",
+            sessions.keep_alive(
+                endpoint_url,
+                cfg["session_ns"],
+                min_window_s=cfg["session_min_window_s"],
+                window_periods=cfg["session_window_periods"],
+                log=log,
+            ),
+        )
+        results["sessions_failover"] = await section(
+            "sessions (failover after SIGKILL)",
+            sessions.failover(
+                endpoint_url,
+                cfg["failover_repeats"],
+                duration=CRASH_DURATION,
+                skew=SKEW,
+                wait=CRASH_WAIT,
             ),
         )
     results["seconds"] = timings
@@ -357,6 +383,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                 met(rel["ratio_max"] <= 1.0),
             )
         )
+    out += sessions.rows(results)
     return out
 
 

@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     (args.out / "table.md").write_text(markdown_table(results) + "\n")
+    if "sessions" in results:
+        (args.out / "sessions.md").write_text(sessions.markdown(results))
     pictures = charts.draw(results, args.out)
     if args.copy_charts:
         args.copy_charts.mkdir(parents=True, exist_ok=True)

@@ -343,7 +343,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                     f"{session['writes_per_hour_at_10s']:,.0f}",
                     f"{single['writes_per_hour_at_10s']:,.0f}",
                     f"{ratio(session[writes], single[writes]):.4f}",
-                    "session flat in N",
+                    "-",
                     "-",
                 )
             )
@@ -406,6 +406,47 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             )
         )
     return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The per-N table and the cost table, in Markdown, for docs/performance.md."""
+    keep = results.get("sessions")
+    if not keep:
+        return ""
+    lines = [
+        "| mode | N | heartbeat measured | window | writes counted | writes/hour (measured "
+        "heartbeat) | writes/hour at a 10 s heartbeat | writes per lease per period | "
+        "client CPU per lease-hour at a 10 s heartbeat | leases lost |",
+        "|" + " --- |" * 10,
+    ]
+    for s in sorted(keep["steps"], key=lambda s: (s["mode"] != "single", s["n"])):
+        lines.append(
+            f"| {s['mode']} | {s['n']} | {s['period_s']:g} s | {s['window_s']:.1f} s | "
+            f"{s['writes']} | {s['writes_per_hour']:,.0f} | {s['writes_per_hour_at_10s']:,.0f} | "
+            f"{s['writes_per_lease_period']:.3f} | "
+            f"{s['cpu_per_lease_hour_at_10s_s'] * 1000:.2f} ms | {s['lost']} |"
+        )
+    c = keep["cost"]
+    lines += [
+        "",
+        f"| {c['leases']} leases, {c['heartbeat_s']:g} s heartbeat | writes/hour | "
+        f"writes/month ({c['hours_per_month']} h) | cost/month |",
+        "| --- | --- | --- | --- |",
+    ]
+    for mode, label in (("single", "one lease each"), ("session", "one session")):
+        m = c[mode]
+        if m["writes_per_hour_measured"] is not None:
+            lines.append(
+                f"| {label}, measured | {m['writes_per_hour_measured']:,.0f} | "
+                f"{m['writes_per_month_measured']:,.0f} | ${m['usd_per_month_measured']:,.2f} |"
+            )
+        rule = m["writes_per_hour_rule"]
+        lines.append(
+            f"| {label}, by rule | {rule:,.0f} | {rule * c['hours_per_month']:,.0f} | "
+            f"${m['usd_per_month_rule']:,.2f} |"
+        )
+    lines += ["", f"Price: {c['price']}."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -8,13 +8,22 @@ if it landed, before the call returns (shielded, bounded).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ._errors import LeaseError, LeaseStoreError, LeaseUnavailableError, MalformedRowError
 from ._log import get_logger, lease_fields
 from ._table import Table
-from ._types import Lease, LeaseItem, LeaseRequest, check_expect, datetime_to_ns
+from ._types import (
+    MAX_NS,
+    SESSION_PREFIX,
+    Lease,
+    LeaseItem,
+    LeaseRequest,
+    check_expect,
+    datetime_to_ns,
+)
 from ._wire import requests, rows
 from ._wire.codes import CONDITION_FAILED, Expected
 
@@ -49,16 +58,20 @@ async def acquire(
     until: datetime | None,
     max_clock_skew: float | None,
     expect: LeaseItem | None,
+    session: Lease | None = None,
 ) -> Lease | dict[str, Any] | None:
     """One acquiring write. Returns the Lease, or the row that refused it (None: no row).
 
     ``max_clock_skew`` None: a held row is never expired by the clock. A row with a
     malformed ``LeaseToken`` raises :class:`MalformedRowError` (a store error, and "not
     obtained" with ``item_exists`` False: pool loops skip it, waiting for it is pointless).
+    Under a ``session`` (its Lease) the row is written with ``LeaseUntil`` MAX and the
+    session's key, and the Lease returned carries the session's expiry and send time.
     """
     if not isinstance(request, LeaseRequest):
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
     check_expect(expect, lease_id)
+    key = _session_key(session, request, until)
     schema = table.schema
     schema.key(lease_id)
     if max_clock_skew is not None:
@@ -75,7 +88,11 @@ async def acquire(
     sent = _Sent()
 
     def build() -> dict[str, Any]:
-        sent.at, sent.until_ns = table.stamps.take(lease_id, request.duration, explicit_ns)
+        if key is None:
+            sent.at, sent.until_ns = table.stamps.take(lease_id, request.duration, explicit_ns)
+        else:
+            # Under a session the row's expiry is MAX (the session row has the real one).
+            sent.at, sent.until_ns = table.clock.monotonic(), MAX_NS
         now = table.clock.wall_ns()
         return requests.acquire(
             schema,
@@ -85,6 +102,7 @@ async def acquire(
             duration=requests.duration_value(request.duration, sent.until_ns, now),
             cutoff_ns=None if max_clock_skew is None else table.cutoff_ns(max_clock_skew),
             expect=expect,
+            session=key,
         )
 
     try:
@@ -102,13 +120,13 @@ async def acquire(
             if (
                 sent.ambiguous
                 and old is not None
-                and rows.is_ours(schema, old, request.lessee_id, sent.until_ns, ours_token)
+                and rows.is_ours(schema, old, request.lessee_id, sent.until_ns, ours_token, key)
             ):
                 # Our own write, applied by an attempt whose answer was lost: until_ns is
                 # unique per row for this store, so no other write of it shows this value.
                 # Only after a retry: a first refusal is never of our own write, even if the
                 # row shows the same lessee and expiry (another task or store).
-                return rows.lease(schema, lease_id, request, old, sent.at)
+                return _in_session(rows.lease(schema, lease_id, request, old, sent.at), session)
             if not sent.ambiguous:
                 # Refused at its only attempt: nothing of it is in flight, its value may go.
                 table.stamps.forget(lease_id, sent.until_ns)
@@ -122,7 +140,7 @@ async def acquire(
             # Answered 200 without the row asked for (some compatible servers): read it.
             row = await table.read_row(lease_id, full=True)
             if row is None or not rows.is_ours(
-                schema, row, request.lessee_id, sent.until_ns, ours_token
+                schema, row, request.lessee_id, sent.until_ns, ours_token, key
             ):
                 raise LeaseUnavailableError(
                     f"acquiring {lease_id!r} in table {schema.table_name!r}: the endpoint "
@@ -134,9 +152,9 @@ async def acquire(
             # A fractional token, seen only once the write landed: a lease that could never
             # be renewed or released under its token. Free the row again, then report it.
             table.note_malformed(lease_id, row)
-            await _undo(table, lease_id, request.lessee_id, sent.until_ns, None)
+            await _undo(table, lease_id, request.lessee_id, sent.until_ns, None, key)
             raise rows.malformed_error(schema, lease_id, row)
-        lease = rows.lease(schema, lease_id, request, row, sent.at)
+        lease = _in_session(rows.lease(schema, lease_id, request, row, sent.at), session)
         get_logger().debug(
             "acquired %s for %s, token %s",
             lease_id,
@@ -157,21 +175,60 @@ async def acquire(
         ):
             raise
         if sent.until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
-            undo = _undo(table, lease_id, request.lessee_id, sent.until_ns, ours_token)
+            undo = _undo(table, lease_id, request.lessee_id, sent.until_ns, ours_token, key)
             cancelled = await table.tasks.run_shielded(undo, CLEANUP_TIMEOUT, table.clock)
             if cancelled and not isinstance(exc, asyncio.CancelledError):
                 raise asyncio.CancelledError from exc  # cancelled during the undo
         raise
 
 
-async def _undo(table: Table, lease_id: str, lessee: str, until_ns: int, token: int | None) -> None:
+def _session_key(
+    session: Lease | None, request: LeaseRequest, until: datetime | None
+) -> str | None:
+    """The session row's key to acquire under (checked against the request), or None."""
+    if session is None:
+        return None
+    if not isinstance(session, Lease):
+        raise TypeError(f"session must be a session's Lease or None, not {type(session).__name__}")
+    if session._session is not None or not session.lease_id.startswith(SESSION_PREFIX):
+        raise ValueError(f"session: {session.lease_id!r} is not a session's lease")
+    if session.lessee_id != request.lessee_id:
+        raise ValueError(
+            f"session: it belongs to {session.lessee_id!r}, not to {request.lessee_id!r}"
+        )
+    if until is not None:
+        raise ValueError("until: an item held under a session expires with the session")
+    return session.lease_id
+
+
+def _in_session(lease: Lease, session: Lease | None) -> Lease:
+    """An item's Lease under ``session``: the session's expiry and send time, and its key."""
+    if session is None:
+        return lease
+    return replace(
+        lease,
+        until=session.until,
+        until_ns=session.until_ns,
+        _sent_at=session._sent_at,
+        _session=session.lease_id,
+    )
+
+
+async def _undo(
+    table: Table,
+    lease_id: str,
+    lessee: str,
+    until_ns: int,
+    token: int | None,
+    session: str | None = None,
+) -> None:
     """Free the row if it shows our acquiring write; log (never raise) if that fails."""
     where = {"lease_id": lease_id, "lessee_id": lessee}
     try:
         async with asyncio.timeout(CLEANUP_TIMEOUT):
             await table.calls.call(
                 "update_item",
-                requests.undo_acquire(table.schema, lease_id, lessee, until_ns, token),
+                requests.undo_acquire(table.schema, lease_id, lessee, until_ns, token, session),
                 lease_id=lease_id,
                 expect={CONDITION_FAILED},
             )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._types import LeaseItem
+
 __all__ = [
     "LeaseError",
     "LeaseLostError",
@@ -28,6 +33,10 @@ class LeaseNotObtainedError(LeaseError):
     ``holder`` is the lessee that held the item, when known; ``item_exists`` is ``False``
     when the named item has no row (waiting for it will not help).
     """
+
+    # Not part of the API: the row that refused the acquisition, when one did (the takeover
+    # rules read its session key instead of reading the row again).
+    _item: LeaseItem | None = None
 
     def __init__(
         self,

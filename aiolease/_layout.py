@@ -129,14 +129,30 @@ class IndexedLayout:
         random.shuffle(order)  # waiters spread over the buckets instead of all reading one
         for bucket in order:
             request = requests.query_available(self._schema, self._index_name, bucket, cutoff_ns)
-            request["Limit"] = limit - len(found)
-            async with aclosing(table.pages("query", request)) as pages:
-                async for page in pages:
-                    found.extend(table.items(page, leasable_only=True))
-                    if len(found) >= limit:
-                        return found
-                    request["Limit"] = limit - len(found)
+            if await _read_into(table, request, found, limit):
+                return found
+        if not found:
+            # Nothing free or expired: items held under a session (LeaseUntil MAX) are the
+            # candidates left, for the takeover rule to judge by their sessions.
+            for bucket in order:
+                request = requests.query_session_held(self._schema, self._index_name, bucket)
+                if await _read_into(table, request, found, limit):
+                    return found
         return found
+
+
+async def _read_into(
+    table: Table, request: dict[str, Any], found: list[LeaseItem], limit: int
+) -> bool:
+    """Add a query's rows to ``found`` until ``limit``; whether it was reached."""
+    request["Limit"] = limit - len(found)
+    async with aclosing(table.pages("query", request)) as pages:
+        async for page in pages:
+            found.extend(table.items(page, leasable_only=True))
+            if len(found) >= limit:
+                return True
+            request["Limit"] = limit - len(found)
+    return False
 
 
 def layout_for(schema: Schema, index_name: str | None, buckets: int) -> TableLayout:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from . import _acquire, _admin, _release, _renew
 from ._clock import Clock, as_clock
 from ._connect import lease_client
-from ._layout import DEFAULT_BUCKETS, IndexedLayout, layout_for
+from ._layout import DEFAULT_BUCKETS, IndexedLayout, TableLayout, layout_for
+from ._sessions_store import SessionMethods
 from ._table import Table
 from ._tasks import TaskOwner
 from ._types import Lease, LeaseItem, LeaseRequest, check_expect, check_lease
@@ -60,7 +61,54 @@ class _Fixed(Generic[_T]):
         raise AttributeError(f"{self._name} is fixed when the store is made; make another store")
 
 
-class LockStore:
+class _Configuration:
+    """A store's configuration, read-only (reads and writes must agree on every name)."""
+
+    _table: Table
+    _layout: TableLayout
+    _buckets: int
+
+    @property
+    def client(self) -> DynamoDBClient:
+        """The DynamoDB client the store calls (never closed by it); replaceable, by a proxy."""
+        client: DynamoDBClient = self._table.calls.client
+        return client
+
+    @client.setter
+    def client(self, client: DynamoDBClient) -> None:
+        self._table.calls.client = client
+
+    table_name: _Fixed[str] = _Fixed("_table.schema.table_name")
+    hash_key: _Fixed[str] = _Fixed("_table.schema.hash_key")
+    lessee_attribute: _Fixed[str] = _Fixed("_table.schema.lessee_attribute")
+    until_attribute: _Fixed[str] = _Fixed("_table.schema.until_attribute")
+    token_attribute: _Fixed[str] = _Fixed("_table.schema.token_attribute")
+    duration_attribute: _Fixed[str] = _Fixed("_table.schema.duration_attribute")
+    bucket_attribute: _Fixed[str] = _Fixed("_table.schema.bucket_attribute")
+    session_attribute: _Fixed[str] = _Fixed("_table.schema.session_attribute")
+    session_until_attribute: _Fixed[str] = _Fixed("_table.schema.session_until_attribute")
+
+    index_name: _Fixed[str | None] = _Fixed("_layout.index_name")
+    buckets: _Fixed[int] = _Fixed("_buckets")
+    max_attempts: _Fixed[int] = _Fixed("_table.calls.max_attempts")
+
+    @property
+    def indexed(self) -> bool:
+        """Whether this store uses the indexed layout (``index_name`` was given)."""
+        return self._layout.index_name is not None
+
+    @property
+    def clock(self) -> Clock:
+        """The clock expiries are written and judged by; lockers on this store read it too."""
+        return self._table.clock
+
+    @property
+    def tasks(self) -> TaskOwner:
+        """The owner of work that outlived its call (undos, lockers' detached releases)."""
+        return self._table.tasks
+
+
+class LockStore(_Configuration, SessionMethods):
     """The lease table: registers items and takes, renews and releases leases on them.
 
     Every write is a single conditional ``UpdateItem``; names and values always travel in
@@ -95,6 +143,8 @@ class LockStore:
         index_name: str | None = None,
         buckets: int = DEFAULT_BUCKETS,
         bucket_attribute: str = "LeaseBucket",
+        session_attribute: str = "LeaseSession",
+        session_until_attribute: str = "LeaseSessionUntil",
         max_attempts: int = 3,
         max_in_flight: int | None = None,
         clock: Clock | Callable[[], int] = time.time_ns,
@@ -104,7 +154,14 @@ class LockStore:
                 f"client must be an aiobotocore DynamoDB client, not {type(client).__name__}"
             )
         names = (lessee_attribute, until_attribute, token_attribute, duration_attribute)
-        schema = Schema(table_name, hash_key, *names, bucket_attribute=bucket_attribute)
+        schema = Schema(
+            table_name,
+            hash_key,
+            *names,
+            bucket_attribute=bucket_attribute,
+            session_attribute=session_attribute,
+            session_until_attribute=session_until_attribute,
+        )
         self._buckets = buckets
         self._layout = layout_for(schema, index_name, buckets)
         calls = Calls(client, schema, max_attempts=max_attempts, max_in_flight=max_in_flight)
@@ -115,45 +172,6 @@ class LockStore:
 
     def __repr__(self) -> str:
         return f"LockStore(table_name={self.table_name!r}, hash_key={self.hash_key!r})"
-
-    # -- configuration (read-only: reads and writes must agree on every name) -------------
-
-    @property
-    def client(self) -> DynamoDBClient:
-        """The DynamoDB client the store calls (never closed by it); replaceable, by a proxy."""
-        client: DynamoDBClient = self._table.calls.client
-        return client
-
-    @client.setter
-    def client(self, client: DynamoDBClient) -> None:
-        self._table.calls.client = client
-
-    table_name: _Fixed[str] = _Fixed("_table.schema.table_name")
-    hash_key: _Fixed[str] = _Fixed("_table.schema.hash_key")
-    lessee_attribute: _Fixed[str] = _Fixed("_table.schema.lessee_attribute")
-    until_attribute: _Fixed[str] = _Fixed("_table.schema.until_attribute")
-    token_attribute: _Fixed[str] = _Fixed("_table.schema.token_attribute")
-    duration_attribute: _Fixed[str] = _Fixed("_table.schema.duration_attribute")
-    bucket_attribute: _Fixed[str] = _Fixed("_table.schema.bucket_attribute")
-
-    index_name: _Fixed[str | None] = _Fixed("_layout.index_name")
-    buckets: _Fixed[int] = _Fixed("_buckets")
-    max_attempts: _Fixed[int] = _Fixed("_table.calls.max_attempts")
-
-    @property
-    def indexed(self) -> bool:
-        """Whether this store uses the indexed layout (``index_name`` was given)."""
-        return self._layout.index_name is not None
-
-    @property
-    def clock(self) -> Clock:
-        """The clock expiries are written and judged by; lockers on this store read it too."""
-        return self._table.clock
-
-    @property
-    def tasks(self) -> TaskOwner:
-        """The owner of work that outlived its call (undos, lockers' detached releases)."""
-        return self._table.tasks
 
     # -- connecting ---------------------------------------------------------------------
 
@@ -374,6 +392,7 @@ class LockStore:
         *,
         max_clock_skew: float | None = 0.0,
         expect: LeaseItem | None = None,
+        session: Lease | None = None,
     ) -> Lease:
         """Take ``lease_id`` only if it is free or expired: never re-enters a lease held by anyone.
 
@@ -388,9 +407,12 @@ class LockStore:
         token and ``LeaseUntil``; a renewal always changes ``LeaseUntil``) *and*, unless
         ``max_clock_skew`` is ``None``, expired by the clock; a free row only with the token
         read, so that a late duplicate of a timed-out request cannot re-take it.
+
+        Under a ``session`` (from ``start_session()``, same lessee) the item is held while
+        the session lives: the Lease has the session's ``until``, and needs no renewal.
         """
         outcome = await _acquire.acquire(
-            self._table, lease_id, request, until, max_clock_skew, expect
+            self._table, lease_id, request, until, max_clock_skew, expect, session
         )
         if isinstance(outcome, Lease):
             return outcome
@@ -452,6 +474,8 @@ class LockStore:
     ) -> Lease:
         check_lease(lease)
         self._table.schema.key(lease.lease_id)
+        if lease._session is not None:
+            raise ValueError(f"{lease.lease_id!r} is held under a session: renew the session")
         return await _renew.renew(self._table, lease, until, return_attributes=return_attributes)
 
     def _indexed(self, what: str) -> IndexedLayout:

@@ -161,8 +161,10 @@ class Table:
                 lease_id=lease_id,
                 item_exists=False,
             )
-        return LeaseNotObtainedError(
+        error = LeaseNotObtainedError(
             f"{lease_id!r} is {self.describe_row(row)}",
             lease_id=lease_id,
             holder=rows.string(row, self.schema.lessee_attribute),
         )
+        error._item = rows.item(self.schema, row)
+        return error

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from ._errors import LeaseNotObtainedError
 from ._observe import Observations, Verdict
+from ._sessions_take import Sessions, held_under_session
 from ._store import LockStore
 from ._types import Lease, LeaseItem, LeaseRequest, check_clock_skew
 
@@ -39,11 +40,23 @@ class Takeover(Protocol):
         """The clock rule's bound between hosts' clocks, in seconds (also a fallback)."""
         ...
 
-    async def obtain_any(self, store: LockStore, request: LeaseRequest) -> Lease:
-        """Lease any item this rule lets us take; :class:`LeaseNotObtainedError` if none."""
+    async def obtain_any(
+        self, store: LockStore, request: LeaseRequest, *, session: Lease | None = None
+    ) -> Lease:
+        """Lease any item this rule lets us take; :class:`LeaseNotObtainedError` if none.
+
+        ``session``: the session's Lease to hold the item under (passed to ``store.acquire``).
+        """
         ...
 
-    async def obtain_named(self, store: LockStore, request: LeaseRequest, lease_id: str) -> Lease:
+    async def obtain_named(
+        self,
+        store: LockStore,
+        request: LeaseRequest,
+        lease_id: str,
+        *,
+        session: Lease | None = None,
+    ) -> Lease:
         """Lease ``lease_id`` if this rule lets us; else :class:`LeaseNotObtainedError`
         (``item_exists`` False when there is no such row)."""
         ...
@@ -68,20 +81,27 @@ class ClockTakeover:
     def max_clock_skew(self) -> float:
         return self._skew
 
-    async def obtain_any(self, store: LockStore, request: LeaseRequest) -> Lease:
+    async def obtain_any(
+        self, store: LockStore, request: LeaseRequest, *, session: Lease | None = None
+    ) -> Lease:
         """Candidates from the store's layout, tried in random order.
 
         Random, so that workers starting together spread over the pool instead of colliding
-        on the first rows.
+        on the first rows. Items held under a session come last (each costs a read of its
+        session row) and are taken only once their session is dead or expired.
         """
         candidates = await store.find_available(max_clock_skew=self._skew, limit=ENOUGH_CANDIDATES)
         random.shuffle(candidates)
+        candidates.sort(key=held_under_session)  # stable: the others first, still shuffled
+        sessions = Sessions(store, self._skew)
         for item in candidates:
             try:
+                if held_under_session(item):
+                    return await sessions.take(request, item, session)
                 # expect=item pins the state read (token too): a late duplicate of a
                 # timed-out attempt can never re-take the row after someone else wrote it.
                 return await store.acquire(
-                    item.lease_id, request, max_clock_skew=self._skew, expect=item
+                    item.lease_id, request, max_clock_skew=self._skew, expect=item, session=session
                 )
             except LeaseNotObtainedError:
                 continue  # taken since the scan: try the next one
@@ -90,8 +110,24 @@ class ClockTakeover:
             f"({len(candidates)} candidate(s) tried)"
         )
 
-    async def obtain_named(self, store: LockStore, request: LeaseRequest, lease_id: str) -> Lease:
-        return await store.acquire(lease_id, request, max_clock_skew=self._skew)
+    async def obtain_named(
+        self,
+        store: LockStore,
+        request: LeaseRequest,
+        lease_id: str,
+        *,
+        session: Lease | None = None,
+    ) -> Lease:
+        try:
+            return await store.acquire(
+                lease_id, request, max_clock_skew=self._skew, session=session
+            )
+        except LeaseNotObtainedError as refused:
+            # Held under a session (the refusing row tells): judge that session instead.
+            if refused._item is None or not held_under_session(refused._item):
+                raise
+            item = refused._item
+        return await Sessions(store, self._skew).take(request, item, session)
 
     def ripens_in(self, now: float) -> float | None:
         return None
@@ -120,8 +156,13 @@ class ObserveTakeover:
     def max_clock_skew(self) -> float:
         return self._skew
 
-    async def obtain_any(self, store: LockStore, request: LeaseRequest) -> Lease:
-        """Take a free row, or one seen unchanged for its holder's duration; else NotObtained."""
+    async def obtain_any(
+        self, store: LockStore, request: LeaseRequest, *, session: Lease | None = None
+    ) -> Lease:
+        """Take a free row, or one seen unchanged for its holder's duration; else NotObtained.
+
+        Items held under a session are judged by their session row, seen the same way.
+        """
         clock, seen = store.clock, self.observations
         started = clock.monotonic()
         chosen: dict[Verdict, list[LeaseItem]] = {
@@ -129,11 +170,19 @@ class ObserveTakeover:
             Verdict.RIPE: [],
             Verdict.CLOCK: [],
         }
+        by_session: list[LeaseItem] = []
         found = 0
         complete = True
         scan = store.scan(consistent_read=True, projection_only=True, leasable_only=True)
         async with aclosing(scan) as items:
             async for item in items:
+                if held_under_session(item):
+                    by_session.append(item)
+                    found += 1
+                    if found >= ENOUGH_CANDIDATES:
+                        complete = False
+                        break
+                    continue
                 verdict = seen.judge(item, clock.monotonic())
                 if verdict is Verdict.CLOCK and not store.expired(item, self._skew):
                     continue
@@ -143,6 +192,9 @@ class ObserveTakeover:
                     if found >= ENOUGH_CANDIDATES:
                         complete = False
                         break
+        # Judge the sessions now (one read each), so that their sightings survive the prune.
+        sessions = Sessions(store, self._skew, seen)
+        takeable = [item for item in by_session if await sessions.takeable(item) is not None]
         # Rows a complete pass did not see are gone from the table.
         seen.prune(started if complete else clock.monotonic() - seen.forget_after)
         for verdict in (Verdict.FREE, Verdict.RIPE, Verdict.CLOCK):
@@ -150,18 +202,32 @@ class ObserveTakeover:
             random.shuffle(chosen[verdict])
             for item in chosen[verdict]:
                 try:
-                    lease = await self._take(store, request, item, verdict)
+                    lease = await self._take(store, request, item, verdict, session)
                 except LeaseNotObtainedError:
                     continue  # changed since the read: a renewal or another waiter won
                 seen.forget(item.lease_id)
                 return lease
+        random.shuffle(takeable)
+        for item in takeable:
+            try:
+                return await sessions.take(request, item, session)
+            except LeaseNotObtainedError:
+                continue
         raise LeaseNotObtainedError(
             f"no item free or seen expired for {request.lessee_id!r} in table "
             f"{store.table_name!r} ({found} candidate(s) tried, {len(seen)} being watched)"
         )
 
-    async def obtain_named(self, store: LockStore, request: LeaseRequest, lease_id: str) -> Lease:
-        """Take ``lease_id`` if free or seen unchanged for its holder's duration."""
+    async def obtain_named(
+        self,
+        store: LockStore,
+        request: LeaseRequest,
+        lease_id: str,
+        *,
+        session: Lease | None = None,
+    ) -> Lease:
+        """Take ``lease_id`` if free or seen unchanged for its holder's duration (or, held
+        under a session, once that session is dead or seen unchanged for its duration)."""
         seen = self.observations
         item = await store.get_item(lease_id, consistent_read=True, projection_only=True)
         now = store.clock.monotonic()
@@ -172,6 +238,10 @@ class ObserveTakeover:
                 lease_id=lease_id,
                 item_exists=False,
             )
+        if held_under_session(item):
+            lease = await Sessions(store, self._skew, seen).take(request, item, session)
+            seen.forget(lease_id)
+            return lease
         verdict = seen.judge(item, now)
         if verdict is Verdict.CLOCK and not store.expired(item, self._skew):
             verdict = Verdict.WAIT
@@ -186,7 +256,7 @@ class ObserveTakeover:
                 lease_id=lease_id,
                 holder=item.lessee_id,
             )
-        lease = await self._take(store, request, item, verdict)
+        lease = await self._take(store, request, item, verdict, session)
         seen.forget(lease_id)
         return lease
 
@@ -194,7 +264,12 @@ class ObserveTakeover:
         return self.observations.ripens_in(now)
 
     async def _take(
-        self, store: LockStore, request: LeaseRequest, item: LeaseItem, verdict: Verdict
+        self,
+        store: LockStore,
+        request: LeaseRequest,
+        item: LeaseItem,
+        verdict: Verdict,
+        session: Lease | None,
     ) -> Lease:
         """The acquiring write, conditioned on the row being free or still in the state read."""
         return await store.acquire(
@@ -202,6 +277,7 @@ class ObserveTakeover:
             request,
             expect=item,
             max_clock_skew=self._skew if verdict is Verdict.CLOCK else None,
+            session=session,
         )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["Holder", "Lease", "LeaseItem", "LeaseRequest"]
+__all__ = ["Holder", "Lease", "LeaseItem", "LeaseRequest", "SessionRow"]
 
 # A lessee ID is stored in every row it holds and written on every renewal; keep it small.
 MAX_LESSEE_ID_LENGTH = 1024
@@ -17,6 +17,11 @@ MAX_DURATION = timedelta(days=7).total_seconds()
 # DynamoDB round trip plus an event-loop tick, so such a lease expires before its own write
 # is answered and could never be renewed in time.
 MIN_DURATION = 0.01
+# The LeaseUntil of session rows and of items held under a session: Go workers (whose rule
+# is LeaseUntil < now) see them held forever; aiolease takers judge the session instead.
+MAX_NS = 2**63 - 1
+# Session rows are keyed by this prefix, the lessee ID and a fresh UUID (never reused).
+SESSION_PREFIX = "aiolease-session:"
 
 
 def _as_seconds(name: str, value: object) -> float:
@@ -120,6 +125,9 @@ class Lease:
     # arrived); moved earlier when an explicit ``until`` was sooner than the duration, so the
     # deadline never outlasts it. 0 for a Lease built by hand: the stored expiry counts then.
     _sent_at: float = field(default=0.0, compare=False, repr=False)
+    # Not part of the value either: the key of the session this item is held under (None:
+    # a lease of its own). Such a lease is kept alive by renewing its session.
+    _session: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def lessee_id(self) -> str:
@@ -148,10 +156,39 @@ class LeaseItem:
     """The stored ``LeaseToken``; 0 for an item never leased by aiolease."""
     attributes: dict[str, Any] = field(default_factory=dict, hash=False)
     duration: float | None = None
+    session: str | None = None
+    """The key of the session the item is held under (``LeaseSession``), or ``None``."""
 
     @property
     def until(self) -> datetime | None:
         """``until_ns`` as a UTC datetime, or ``None`` when the row has no expiry."""
+        return ns_to_datetime(self.until_ns) if self.until_ns > 0 else None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A session row as read: whose session, until when, and whether it was ended.
+
+    ``until_ns`` is the session's real expiry (``LeaseSessionUntil``, 0 once ended);
+    ``token`` is 1 while the session lives and grows when it is ended; ``duration`` is the
+    holder's session duration as stored with this expiry (``None`` if missing or stale).
+    """
+
+    session_id: str
+    """The session row's key."""
+    lessee_id: str | None
+    """The session's holder (``ProcessID``)."""
+    until_ns: int
+    """The session's expiry, Unix epoch nanoseconds; 0 once ended."""
+    token: int
+    """1 while live; higher once ended (a tombstone)."""
+    duration: float | None = None
+    ended: bool = False
+    """Ended by its holder or by a taker (or malformed): it can never be renewed again."""
+
+    @property
+    def until(self) -> datetime | None:
+        """``until_ns`` as a UTC datetime, or ``None`` once ended."""
         return ns_to_datetime(self.until_ns) if self.until_ns > 0 else None
 
 

@@ -21,11 +21,20 @@ LAYERS: list[list[str]] = [
     ["_types", "_errors", "_log", "_clock", "_observe"],  # values, errors, logging, time
     ["_tasks"],  # the owner of background work
     # The wire: names, requests, parsing, error codes, the call engine.
-    ["_wire", "_wire.schema", "_wire.codes", "_wire.requests", "_wire.rows", "_wire.calls"],
+    [
+        "_wire",
+        "_wire.schema",
+        "_wire.codes",
+        "_wire.requests",
+        "_wire.sessions",
+        "_wire.rows",
+        "_wire.calls",
+    ],
     ["_stamps", "_table", "_layout"],  # one table: its reads; the table layouts
-    ["_acquire", "_renew", "_release", "_admin", "_connect"],  # the rules' writes
+    # The rules' writes (and the session rows').
+    ["_acquire", "_renew", "_release", "_admin", "_connect", "_sessions_store"],
     ["_store", "_global"],  # LockStore
-    ["_takeover"],  # the takeover rules
+    ["_sessions_take", "_takeover"],  # judging sessions' items; the takeover rules
     ["_heartbeat", "_scope", "_locker"],  # time and tasks: keeper, scope, locker
     [
         "",

@@ -21,7 +21,8 @@ from aiolease import (
     LockStore,
 )
 from aiolease._stamps import Stamps
-from aiolease._wire import codes, requests, rows
+from aiolease._types import MAX_NS, SessionRow
+from aiolease._wire import codes, requests, rows, sessions
 from aiolease._wire.calls import Calls
 from aiolease._wire.schema import Schema
 
@@ -77,11 +78,28 @@ def every_request() -> dict[str, dict[str, Any]]:
         "scan_projection": requests.scan(S, projection_only=True),
         "scan_available": requests.scan(S, cutoff_ns=9),
         "query": requests.query_available(S, "LeaseBuckets", 2, 9),
+        "query_session_held": requests.query_session_held(S, "LeaseBuckets", 2),
+        "undo_session": requests.undo_acquire(S, "a", "w", MAX_NS, 8, "sk"),
+        "start_session": sessions.start_session(S, "sk", "w", until_ns=5, duration=DURATION),
+        "renew_session": sessions.renew_session(S, "sk", "w", 1, until_ns=6, duration=DURATION),
+        "end_session": sessions.end_session(S, "sk", "w", 1),
+        "end_expired_session": sessions.end_expired_session(S, "sk", "w", 1, 5),
+        "scan_sessions": sessions.scan_sessions(S),
     }
     for name, expect in {"none": None, "held": HELD, "free": FREE, "new": NEW}.items():
         for cutoff in (None, 9):
             out[f"acquire_{name}_{cutoff}"] = requests.acquire(
                 S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=cutoff, expect=expect
+            )
+            out[f"acquire_session_{name}_{cutoff}"] = requests.acquire(
+                S,
+                "a",
+                "w",
+                until_ns=5,
+                duration=DURATION,
+                cutoff_ns=cutoff,
+                expect=expect,
+                session="sk",
             )
     return out
 
@@ -120,8 +138,8 @@ def test_renewing_a_go_row_requires_it_to_have_no_token_or_a_zero() -> None:
 def test_acquire_raises_the_token_and_requires_the_row() -> None:
     request = requests.acquire(S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=9, expect=None)
     assert request["UpdateExpression"] == (
-        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d"
-    )
+        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d REMOVE #s"
+    ), "an acquisition outside a session drops any session key"
     assert request["ConditionExpression"] == (
         "attribute_exists(#k) AND (attribute_not_exists(#t) OR attribute_type(#t, :n)) AND "
         "(attribute_not_exists(#l) OR (attribute_type(#u, :n) AND #u < :cutoff))"
@@ -153,7 +171,7 @@ def test_acquire_of_a_free_row_read_ignores_the_clock_rule() -> None:
 
 def test_release_frees_the_tenure_and_keeps_the_token() -> None:
     request = requests.release(S, "a", "w", 4)
-    assert request["UpdateExpression"] == "REMOVE #l, #d SET #u = :zero"
+    assert request["UpdateExpression"] == "REMOVE #l, #d, #s SET #u = :zero"
     assert request["ConditionExpression"] == "#l = :l AND #t = :t"
     assert request["ExpressionAttributeValues"][":zero"] == {"N": "0"}
 
@@ -535,3 +553,134 @@ def test_a_store_accepts_a_clock_object_or_a_wall_clock_function() -> None:
     assert LockStore(_NoClient(), "leases", clock=clock).clock is clock  # type: ignore[arg-type]
     wall: Callable[[], int] = lambda: 42  # noqa: E731
     assert LockStore(_NoClient(), "leases", clock=wall).clock.wall_ns() == 42  # type: ignore[arg-type]
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def test_session_names_are_bookkeeping_with_their_placeholders() -> None:
+    assert {"LeaseSession", "LeaseSessionUntil"} <= S.bookkeeping
+    assert S.names("#s", "#su") == {"#s": "LeaseSession", "#su": "LeaseSessionUntil"}
+    custom = Schema("leases", session_attribute="Sess", session_until_attribute="SessUntil")
+    assert custom.names("#s", "#su") == {"#s": "Sess", "#su": "SessUntil"}
+    with pytest.raises(ValueError, match="must differ"):
+        Schema("leases", session_attribute="LeaseToken")
+    with pytest.raises(ValueError, match="bookkeeping"):
+        requests.user_attributes(S, {"LeaseSession": "x"})
+
+
+def test_start_session_creates_a_live_row_that_go_sees_held_forever() -> None:
+    request = sessions.start_session(S, "sk", "w", until_ns=5, duration=DURATION)
+    assert request["ConditionExpression"] == "attribute_not_exists(#k)"
+    assert request["UpdateExpression"] == "SET #l = :l, #u = :max, #t = :one, #su = :u, #d = :d"
+    values = request["ExpressionAttributeValues"]
+    assert values[":max"] == {"N": str(2**63 - 1)} and values[":u"] == {"N": "5"}
+    assert values[":one"] == {"N": "1"} and values[":l"] == {"S": "w"}
+    assert request["Key"] == {"LeaseID": {"S": "sk"}}
+
+
+def test_renew_session_pins_the_tenure_and_moves_only_forward() -> None:
+    request = sessions.renew_session(S, "sk", "w", 1, until_ns=6, duration=DURATION)
+    assert request["ConditionExpression"] == (
+        "#l = :l AND #t = :t AND attribute_type(#su, :n) AND #su < :u"
+    )
+    assert request["UpdateExpression"] == "SET #su = :u, #d = :d", "a renewal touched LeaseUntil"
+    assert request["ExpressionAttributeValues"][":t"] == {"N": "1"}
+    assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+
+
+def test_ending_a_session_writes_a_tombstone_holder_by_tenure_taker_pinned() -> None:
+    holder = sessions.end_session(S, "sk", "w", 1)
+    taker = sessions.end_expired_session(S, "sk", "w", 1, 5)
+    tombstone = "SET #t = #t + :one, #su = :zero REMOVE #d"
+    assert holder["UpdateExpression"] == taker["UpdateExpression"] == tombstone
+    assert holder["ConditionExpression"] == "#l = :l AND #t = :t"
+    assert taker["ConditionExpression"] == "#l = :ol AND #t = :ot AND #su = :ou"
+    assert taker["ExpressionAttributeValues"][":ou"] == {"N": "5"}
+
+
+def test_acquiring_under_a_session_writes_max_and_the_key_and_drops_the_duration() -> None:
+    request = requests.acquire(
+        S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=9, expect=None, session="sk"
+    )
+    assert request["UpdateExpression"] == (
+        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #s = :session REMOVE #d"
+    )
+    values = request["ExpressionAttributeValues"]
+    assert values[":u"] == {"N": str(MAX_NS)} and values[":session"] == {"S": "sk"}
+    assert ":d" not in values
+    # Taking an item of a dead session: pinned to the item as read, never by the clock.
+    held = LeaseItem("a", "other", MAX_NS, 7, session="old")
+    take = requests.acquire(
+        S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=None, expect=held, session="sk"
+    )
+    assert take["ConditionExpression"] == (
+        "attribute_exists(#k) AND #t = :ot AND "
+        "(attribute_not_exists(#l) OR (#l = :ol AND #u = :ou))"
+    )
+    assert take["ExpressionAttributeValues"][":ou"] == {"N": str(MAX_NS)}
+
+
+def test_undo_under_a_session_requires_the_session_key() -> None:
+    request = requests.undo_acquire(S, "a", "w", MAX_NS, 8, "sk")
+    assert request["ConditionExpression"] == "#l = :l AND #u = :u AND #t = :t AND #s = :s"
+    assert request["UpdateExpression"] == "REMOVE #l, #d, #s SET #u = :zero"
+
+
+def test_scans_never_offer_session_rows_but_offer_session_held_items() -> None:
+    assert requests.scan(S)["FilterExpression"] == "attribute_not_exists(#su)"
+    assert requests.scan(S, projection_only=True)["ProjectionExpression"] == (
+        "#k, #l, #u, #t, #d, #s"
+    )
+    assert requests.scan(S, cutoff_ns=9)["FilterExpression"] == (
+        "attribute_not_exists(#su) AND (attribute_not_exists(#l) OR "
+        "(attribute_type(#u, :n) AND #u < :cutoff) OR attribute_exists(#s))"
+    )
+    assert requests.backfill_scan(S)["FilterExpression"] == "attribute_not_exists(#su)"
+    assert sessions.scan_sessions(S)["FilterExpression"] == "attribute_exists(#su)"
+    query = requests.query_session_held(S, "LeaseBuckets", 2)
+    assert query["KeyConditionExpression"] == "#b = :b AND #u = :max"
+    assert query["ExpressionAttributeValues"][":max"] == {"N": str(MAX_NS)}
+
+
+def test_a_session_row_parses_and_is_told_from_items() -> None:
+    live = {
+        "LeaseID": {"S": "sk"},
+        "ProcessID": {"S": "w"},
+        "LeaseUntil": {"N": str(MAX_NS)},
+        "LeaseToken": {"N": "1"},
+        "LeaseSessionUntil": {"N": "5000000000"},
+        "LeaseDuration": requests.duration_value(2.0, 5_000_000_000, 3_000_000_000),
+    }
+    parsed = rows.session_row(S, live)
+    assert parsed == SessionRow("sk", "w", 5_000_000_000, 1, duration=2.0, ended=False)
+    assert parsed is not None and parsed.until is not None and parsed.until.year == 1970
+    ended = {**live, "LeaseToken": {"N": "2"}, "LeaseSessionUntil": {"N": "0"}}
+    tombstone = rows.session_row(S, ended)
+    assert tombstone is not None and tombstone.ended and tombstone.until is None
+    assert rows.session_refusal(S, ended) == "session ended"
+    assert rows.session_refusal(S, None) == "session row deleted"
+    item = {"LeaseID": {"S": "a"}, "ProcessID": {"S": "w"}, "LeaseUntil": {"N": str(MAX_NS)}}
+    assert rows.session_row(S, item) is None, "an item is no session row"
+    held = rows.item(S, {**item, "LeaseSession": {"S": "sk"}})
+    assert held is not None and held.session == "sk"
+    assert rows.item(S, item).session is None  # type: ignore[union-attr]
+    assert "under session 'sk'" in rows.describe(S, {**item, "LeaseSession": {"S": "sk"}}, 0)
+
+
+def test_own_write_recognition_under_a_session_needs_the_key() -> None:
+    row = {
+        "ProcessID": {"S": "w"},
+        "LeaseUntil": {"N": str(MAX_NS)},
+        "LeaseToken": {"N": "3"},
+        "LeaseSession": {"S": "sk"},
+    }
+    assert rows.is_ours(S, row, "w", MAX_NS, 3, "sk")
+    assert not rows.is_ours(S, row, "w", MAX_NS, 3, "other")
+    assert not rows.is_ours(S, row, "w", MAX_NS, 3), "a session's write is not a plain one"
+
+
+def test_a_lease_under_a_session_hides_its_session_key() -> None:
+    lease = Lease("a", LeaseRequest("w", 2), rows.ns_to_datetime(5), 1, _session="sk")
+    assert lease == dataclasses.replace(lease, _session=None)
+    assert "sk" not in repr(lease)

@@ -16,8 +16,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from .._types import LeaseItem
-from .schema import BUCKET, DURATION, KEY, LESSEE, TOKEN, UNTIL, Schema
+from .._types import MAX_NS, LeaseItem
+from .schema import BUCKET, DURATION, KEY, LESSEE, SESSION, SESSION_UNTIL, TOKEN, UNTIL, Schema
 
 __all__ = [
     "acquire",
@@ -32,6 +32,7 @@ __all__ = [
     "index_attribute_definitions",
     "index_definition",
     "query_available",
+    "query_session_held",
     "release",
     "renew",
     "scan",
@@ -46,9 +47,14 @@ _serializer = TypeSerializer()
 # LeaseUntil or LeaseToken must be refused, not compared (moto even fails with a 500).
 _NUMBER = {"S": "N"}
 _ZERO = {"N": "0"}
+_MAX = {"N": str(MAX_NS)}
 # The bookkeeping a projection reads: enough for a LeaseItem without user attributes.
-_PROJECTION = "#k, #l, #u, #t, #d"
-_FREE = "REMOVE #l, #d SET #u = :zero"
+_PROJECTION = "#k, #l, #u, #t, #d, #s"
+_PROJECTED = (KEY, LESSEE, UNTIL, TOKEN, DURATION, SESSION)
+# Every freeing write also drops the session reference: a row never keeps a stale one.
+_FREE = "REMOVE #l, #d, #s SET #u = :zero"
+# Session rows are never items: every item scan filters them out.
+_NOT_SESSION = "attribute_not_exists(#su)"
 
 
 def _n(value: int) -> dict[str, str]:
@@ -75,13 +81,16 @@ def acquire(
     duration: Mapping[str, Any],
     cutoff_ns: int | None,
     expect: LeaseItem | None,
+    session: str | None = None,
 ) -> Request:
     """Take the row if it is free, or held and takeable; raise the fencing token.
 
     Held rows are takeable when expired by the clock rule (``LeaseUntil < cutoff_ns``;
     ``cutoff_ns`` None: never by the clock) and, with ``expect``, only while still exactly
     in the state read (lessee and ``LeaseUntil``). The token is pinned as read with
-    ``expect`` (a free row too), else only required to be a number.
+    ``expect`` (a free row too), else only required to be a number. Under a ``session``
+    (its row's key) the row gets ``LeaseUntil`` = MAX and the key, and no duration (the
+    session's row carries the expiry); else any session key is removed.
     """
     values: dict[str, Any] = {}
     held: list[str] = []  # what makes a held row takeable, all of it required
@@ -109,15 +118,20 @@ def acquire(
     else:
         # No token, or a stored 0 (a hand-made row): neither test holds for a malformed one.
         token = "(attribute_not_exists(#t) OR #t = :zero)"
-    values.update(
-        {":l": {"S": lessee_id}, ":zero": _ZERO, ":one": _n(1), ":u": _n(until_ns), ":d": duration}
-    )
+    values.update({":l": {"S": lessee_id}, ":zero": _ZERO, ":one": _n(1)})
+    sets = "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one"
+    if session is None:
+        update = f"{sets}, #d = :d REMOVE #s"
+        values.update({":u": _n(until_ns), ":d": duration})
+    else:
+        update = f"{sets}, #s = :session REMOVE #d"
+        values.update({":u": _MAX, ":session": {"S": session}})
     return {
         "TableName": schema.table_name,
         "Key": schema.key(lease_id),
-        "UpdateExpression": "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d",
+        "UpdateExpression": update,
         "ConditionExpression": f"attribute_exists(#k) AND {token} AND ({takeable})",
-        "ExpressionAttributeNames": schema.names(KEY, LESSEE, UNTIL, TOKEN, DURATION),
+        "ExpressionAttributeNames": schema.names(KEY, LESSEE, UNTIL, TOKEN, DURATION, SESSION),
         "ExpressionAttributeValues": values,
         "ReturnValues": "ALL_NEW",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
@@ -163,23 +177,32 @@ def release(schema: Schema, lease_id: str, lessee_id: str, token: int) -> Reques
         "Key": schema.key(lease_id),
         "UpdateExpression": _FREE,
         "ConditionExpression": condition,
-        "ExpressionAttributeNames": schema.names(LESSEE, UNTIL, TOKEN, DURATION),
+        "ExpressionAttributeNames": schema.names(LESSEE, UNTIL, TOKEN, DURATION, SESSION),
         "ExpressionAttributeValues": values,
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
 
 
 def undo_acquire(
-    schema: Schema, lease_id: str, lessee_id: str, until_ns: int, token: int | None
+    schema: Schema,
+    lease_id: str,
+    lessee_id: str,
+    until_ns: int,
+    token: int | None,
+    session: str | None = None,
 ) -> Request:
-    """Free the row only if it shows exactly our acquiring write (lessee, expiry, token)."""
+    """Free the row only if it shows exactly our acquiring write (lessee, expiry, token, and
+    the session key for one under a ``session``, whose expiry is MAX)."""
     condition = "#l = :l AND #u = :u"
     values: dict[str, Any] = {":l": {"S": lessee_id}, ":u": _n(until_ns), ":zero": _ZERO}
-    names = schema.names(LESSEE, UNTIL, DURATION)
+    names = schema.names(LESSEE, UNTIL, DURATION, SESSION)
     if token is not None:
         condition += " AND #t = :t"
         values[":t"] = _n(token)
         names.update(schema.names(TOKEN))
+    if session is not None:
+        condition += " AND #s = :s"
+        values[":s"] = {"S": session}
     return {
         "TableName": schema.table_name,
         "Key": schema.key(lease_id),
@@ -239,7 +262,9 @@ def backfill_scan(schema: Schema) -> Request:
     return {
         "TableName": schema.table_name,
         "ProjectionExpression": "#k, #b",
-        "ExpressionAttributeNames": schema.names(KEY, BUCKET),
+        # Session rows never get a bucket: the index must never offer them.
+        "FilterExpression": _NOT_SESSION,
+        "ExpressionAttributeNames": schema.names(KEY, BUCKET, SESSION_UNTIL),
     }
 
 
@@ -254,7 +279,7 @@ def get_item(
     }
     if projection_only:
         request["ProjectionExpression"] = _PROJECTION
-        request["ExpressionAttributeNames"] = schema.names(KEY, LESSEE, UNTIL, TOKEN, DURATION)
+        request["ExpressionAttributeNames"] = schema.names(*_PROJECTED)
     return request
 
 
@@ -266,16 +291,20 @@ def scan(
     consistent_read: bool = False,
     page_size: int | None = None,
 ) -> Request:
-    """Read every row; with ``cutoff_ns`` only those free or with ``LeaseUntil < cutoff_ns``."""
-    request: Request = {"TableName": schema.table_name}
+    """Read every item (never a session row); with ``cutoff_ns`` only the candidates: those
+    free, with ``LeaseUntil < cutoff_ns``, or held under a session (judged by its row)."""
+    request: Request = {"TableName": schema.table_name, "FilterExpression": _NOT_SESSION}
+    request["ExpressionAttributeNames"] = schema.names(SESSION_UNTIL)
     if projection_only or cutoff_ns is not None:
         request["ProjectionExpression"] = _PROJECTION
-        request["ExpressionAttributeNames"] = schema.names(KEY, LESSEE, UNTIL, TOKEN, DURATION)
+        request["ExpressionAttributeNames"].update(schema.names(*_PROJECTED))
     if cutoff_ns is not None:
         request["FilterExpression"] = (
-            "attribute_not_exists(#l) OR (attribute_type(#u, :n) AND #u < :cutoff)"
+            f"{_NOT_SESSION} AND (attribute_not_exists(#l) OR "
+            "(attribute_type(#u, :n) AND #u < :cutoff) OR attribute_exists(#s))"
         )
         request["ExpressionAttributeValues"] = {":cutoff": _n(cutoff_ns), ":n": _NUMBER}
+        request["ExpressionAttributeNames"].update(schema.names(SESSION))
     if consistent_read:
         request["ConsistentRead"] = True
     if page_size is not None:
@@ -291,6 +320,18 @@ def query_available(schema: Schema, index_name: str, bucket: int, cutoff_ns: int
         "KeyConditionExpression": "#b = :b AND #u < :cutoff",
         "ExpressionAttributeNames": schema.names(BUCKET, UNTIL),
         "ExpressionAttributeValues": {":b": _n(bucket), ":cutoff": _n(cutoff_ns)},
+    }
+
+
+def query_session_held(schema: Schema, index_name: str, bucket: int) -> Request:
+    """Read one bucket of the index for rows with ``LeaseUntil`` = MAX: items held under a
+    session (session rows have no bucket), candidates once their session is judged dead."""
+    return {
+        "TableName": schema.table_name,
+        "IndexName": index_name,
+        "KeyConditionExpression": "#b = :b AND #u = :max",
+        "ExpressionAttributeNames": schema.names(BUCKET, UNTIL),
+        "ExpressionAttributeValues": {":b": _n(bucket), ":max": _MAX},
     }
 
 

@@ -15,7 +15,15 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from .._errors import LeaseStoreError, MalformedRowError
-from .._types import MAX_DURATION, Lease, LeaseItem, LeaseRequest, ns_to_datetime
+from .._types import (
+    MAX_DURATION,
+    MAX_NS,
+    Lease,
+    LeaseItem,
+    LeaseRequest,
+    SessionRow,
+    ns_to_datetime,
+)
 from .schema import Schema
 
 __all__ = [
@@ -32,6 +40,8 @@ __all__ = [
     "number",
     "plain",
     "registered",
+    "session_refusal",
+    "session_row",
     "stored_until",
     "string",
 ]
@@ -136,7 +146,43 @@ def item(schema: Schema, row: Mapping[str, Any]) -> LeaseItem | None:
         fencing_token=number(schema, row, schema.token_attribute, strict=False),
         attributes=attributes(schema, row),
         duration=duration(schema, row, until_ns),
+        session=string(row, schema.session_attribute),
     )
+
+
+def session_row(schema: Schema, row: Mapping[str, Any] | None) -> SessionRow | None:
+    """A session row as a :class:`SessionRow` (leniently); ``None`` if ``row`` is not one.
+
+    A session row is told from items by its ``LeaseSessionUntil``. A live one has token 1
+    and an expiry above 0; anything else is ended (or malformed: dead all the same, since
+    no renewal can match it).
+    """
+    if row is None or schema.session_until_attribute not in row:
+        return None
+    key = string(row, schema.hash_key)
+    if key is None:
+        return None
+    until_ns = number(schema, row, schema.session_until_attribute, strict=False)
+    token = number(schema, row, schema.token_attribute, strict=False)
+    lessee = string(row, schema.lessee_attribute)
+    return SessionRow(
+        session_id=key,
+        lessee_id=lessee,
+        until_ns=until_ns,
+        token=token,
+        duration=duration(schema, row, until_ns),
+        ended=until_ns <= 0 or token != 1 or lessee is None or not leasable(schema, row),
+    )
+
+
+def session_refusal(schema: Schema, row: Mapping[str, Any] | None) -> str:
+    """Why a session row refused a renewal, in a few words (``LeaseLostError.reason``)."""
+    parsed = session_row(schema, row)
+    if parsed is None:
+        return "session row deleted"
+    if parsed.ended:
+        return "session ended"
+    return "session taken over"
 
 
 def lease(
@@ -156,11 +202,18 @@ def lease(
 
 
 def is_ours(
-    schema: Schema, row: Mapping[str, Any], lessee: str, until_ns: int, token: int | None
+    schema: Schema,
+    row: Mapping[str, Any],
+    lessee: str,
+    until_ns: int,
+    token: int | None,
+    session: str | None = None,
 ) -> bool:
-    """Whether ``row`` shows the acquiring write of ``lessee`` with expiry ``until_ns``."""
+    """Whether ``row`` shows the acquiring write of ``lessee`` with expiry ``until_ns``
+    (and, under a ``session``, that session's key)."""
     return (
         until_ns > 0
+        and string(row, schema.session_attribute) == session
         and string(row, schema.lessee_attribute) == lessee
         and number(schema, row, schema.until_attribute, strict=False) == until_ns
         and (token is None or number(schema, row, schema.token_attribute, strict=False) == token)
@@ -204,6 +257,9 @@ def describe(schema: Schema, row: Mapping[str, Any] | None, now_ns: int) -> str:
     token_value = number(schema, row, schema.token_attribute, strict=False)
     if holder is None:
         return f"free (token {token_value})"
+    session = string(row, schema.session_attribute)
+    if session is not None and until == MAX_NS:
+        return f"held by {holder!r} (token {token_value}) under session {session!r}"
     raw_until = row.get(schema.until_attribute)
     if not isinstance(raw_until, Mapping) or "N" not in raw_until:
         return f"held by {holder!r} with a missing or malformed {schema.until_attribute}"

@@ -15,6 +15,8 @@ TABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 
 # The placeholders every request uses for the bookkeeping names (see Schema.names).
 KEY, LESSEE, UNTIL, TOKEN, DURATION, BUCKET = "#k", "#l", "#u", "#t", "#d", "#b"
+# Sessions: an item's session key (LeaseSession), a session row's real expiry (LeaseSessionUntil).
+SESSION, SESSION_UNTIL = "#s", "#su"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class Schema:
     duration_attribute: str = "LeaseDuration"
     # Bookkeeping in both layouts (never a user attribute), written by the indexed one.
     bucket_attribute: str = "LeaseBucket"
+    # Sessions (docs/protocol.md): on an item held under a session, the session row's key;
+    # on a session row, the session's real expiry (its presence marks a session row).
+    session_attribute: str = "LeaseSession"
+    session_until_attribute: str = "LeaseSessionUntil"
 
     def __post_init__(self) -> None:
         if not isinstance(self.table_name, str):
@@ -61,6 +67,8 @@ class Schema:
             "token_attribute": self.token_attribute,
             "duration_attribute": self.duration_attribute,
             "bucket_attribute": self.bucket_attribute,
+            "session_attribute": self.session_attribute,
+            "session_until_attribute": self.session_until_attribute,
         }
 
     @property
@@ -73,6 +81,8 @@ class Schema:
                 self.token_attribute,
                 self.duration_attribute,
                 self.bucket_attribute,
+                self.session_attribute,
+                self.session_until_attribute,
             }
         )
 
@@ -85,6 +95,8 @@ class Schema:
             TOKEN: self.token_attribute,
             DURATION: self.duration_attribute,
             BUCKET: self.bucket_attribute,
+            SESSION: self.session_attribute,
+            SESSION_UNTIL: self.session_until_attribute,
         }
         return {p: every[p] for p in placeholders}
 

@@ -19,7 +19,7 @@ from aiolease import LeaseItem, LeaseNotObtainedError, LockStore
 from aiolease._aws import make_session
 
 from ._exit import Failed, UsageError
-from ._format import expires_in, item_json, table_lines
+from ._format import expires_in, item_json, session_json, session_lines, table_lines
 
 __all__ = ["add", "create_table", "ls", "parse_attributes", "release"]
 
@@ -93,7 +93,11 @@ async def add(args: argparse.Namespace) -> None:
 
 
 async def ls(args: argparse.Namespace) -> None:
-    """``aiolease ls``: every item (all scan pages, strongly consistent), as a table or JSON."""
+    """``aiolease ls``: every item (all scan pages, strongly consistent), as a table or JSON;
+    with ``--sessions``, the session rows instead."""
+    if getattr(args, "sessions", False):
+        await _ls_sessions(args)
+        return
     async with _open_store(args) as store:
         items = [item async for item in store.scan(consistent_read=True)]
     items.sort(key=lambda item: item.lease_id)
@@ -106,6 +110,19 @@ async def ls(args: argparse.Namespace) -> None:
         return
     for line in table_lines(items, now_ns):
         print(line)
+
+
+async def _ls_sessions(args: argparse.Namespace) -> None:
+    async with _open_store(args) as store:
+        sessions = sorted(await store.list_sessions(), key=lambda row: row.session_id)
+    now_ns = time.time_ns()
+    if args.json:
+        print(json.dumps([session_json(row, now_ns) for row in sessions], indent=2))
+    elif not sessions:
+        print(f"no sessions in {args.table!r}")
+    else:
+        for line in session_lines(sessions, now_ns):
+            print(line)
 
 
 async def release(args: argparse.Namespace) -> None:

@@ -6,16 +6,19 @@ import base64
 import json
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiolease import LeaseItem
 
-__all__ = ["expires_in", "item_json", "plain", "table_lines"]
+if TYPE_CHECKING:
+    from aiolease._types import SessionRow
+
+__all__ = ["expires_in", "item_json", "plain", "session_json", "session_lines", "table_lines"]
 
 
 def table_lines(items: Sequence[LeaseItem], now_ns: int) -> list[str]:
     """``aiolease ls``'s table: a header and one aligned line per item."""
-    rows = [("ID", "HOLDER", "EXPIRES IN", "TOKEN", "ATTRIBUTES")]
+    rows: list[tuple[str, ...]] = [("ID", "HOLDER", "EXPIRES IN", "TOKEN", "ATTRIBUTES")]
     for item in items:
         attributes = ", ".join(
             f"{k}={json.dumps(plain(v))}" for k, v in sorted(item.attributes.items())
@@ -29,6 +32,37 @@ def table_lines(items: Sequence[LeaseItem], now_ns: int) -> list[str]:
                 attributes,
             )
         )
+    return _aligned(rows)
+
+
+def session_lines(sessions: Sequence[SessionRow], now_ns: int) -> list[str]:
+    """``aiolease ls --sessions``'s table: one line per session row (live, expired, ended)."""
+    rows: list[tuple[str, ...]] = [("SESSION", "HOLDER", "EXPIRES IN", "STATE")]
+    for row in sessions:
+        left = "-" if row.ended else _left(row.until_ns, now_ns)
+        rows.append((row.session_id, row.lessee_id or "-", left, session_state(row, now_ns)))
+    return _aligned(rows)
+
+
+def session_state(row: SessionRow, now_ns: int) -> str:
+    """``live``, ``expired`` (not renewed in time, not ended yet) or ``ended``."""
+    if row.ended:
+        return "ended"
+    return "live" if row.until_ns >= now_ns else "expired"
+
+
+def session_json(row: SessionRow, now_ns: int) -> dict[str, Any]:
+    """One row of ``aiolease ls --sessions --json``."""
+    return {
+        "session": row.session_id,
+        "holder": row.lessee_id,
+        "until": None if row.until is None else row.until.isoformat(),
+        "expires_in": None if row.ended else round((row.until_ns - now_ns) / 1e9, 3),
+        "state": session_state(row, now_ns),
+    }
+
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -40,9 +74,15 @@ def expires_in(item: LeaseItem, now_ns: int) -> str:
     """How long the holder's lease has left, for people: '2.9s', 'expired 1.2s ago', '-'."""
     if item.lessee_id is None:
         return "-"
+    if item.session is not None:
+        return f"session {item.session}"  # its LeaseUntil is MAX: the session's row tells
     if item.until_ns <= 0:
         return "never set"
-    left = (item.until_ns - now_ns) / 1e9
+    return _left(item.until_ns, now_ns)
+
+
+def _left(until_ns: int, now_ns: int) -> str:
+    left = (until_ns - now_ns) / 1e9
     if left < 0:
         return f"expired {_seconds(-left)} ago"
     return _seconds(left)
@@ -63,15 +103,19 @@ def _seconds(value: float) -> str:
 def item_json(item: LeaseItem, now_ns: int) -> dict[str, Any]:
     """One row of ``aiolease ls --json``."""
     held = item.lessee_id is not None
-    return {
+    timed = held and item.session is None  # under a session, LeaseUntil is MAX
+    row = {
         "id": item.lease_id,
         "holder": item.lessee_id,
-        "until": item.until.isoformat() if held and item.until is not None else None,
+        "until": item.until.isoformat() if timed and item.until is not None else None,
         "until_ns": item.until_ns,
-        "expires_in": round((item.until_ns - now_ns) / 1e9, 3) if held else None,
+        "expires_in": round((item.until_ns - now_ns) / 1e9, 3) if timed else None,
         "fencing_token": item.fencing_token,
         "attributes": plain(item.attributes),
     }
+    if item.session is not None:
+        row["session"] = item.session  # only then: rows of tables without sessions as before
+    return row
 
 
 def plain(value: Any) -> Any:

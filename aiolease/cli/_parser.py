@@ -181,6 +181,9 @@ def _add_ls(
     command.add_argument(
         "--json", action="store_true", help="print a JSON array instead of a table"
     )
+    command.add_argument(
+        "--sessions", action="store_true", help="list the session rows instead of the items"
+    )
     command.set_defaults(run=ls)
 
 

@@ -1,0 +1,347 @@
+"""Session rows and items held under sessions, against the moto server (docs/protocol.md).
+
+Takers that must see a session expired run on a store whose wall clock is ahead (clock
+rule) or whose monotonic clock is moved forward (observe rule): no test sleeps a session
+out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from aiolease import LeaseLostError, LeaseNotObtainedError, LeaseRequest, Locker, LockStore
+from aiolease._takeover import ClockTakeover, ObserveTakeover
+from aiolease._types import SessionRow
+from aiolease.cli import EXIT_OK, main
+
+from . import faults
+from .faults import FaultyClient
+
+A = LeaseRequest("worker-a", 2)
+B = LeaseRequest("worker-b", 2)
+MAX = str(2**63 - 1)  # what Go workers read as LeaseUntil: held, whatever their clock
+SKEW = 1.0
+
+
+class ShiftedClock:
+    """The system clocks, moved: the wall clock by ``wall`` seconds, monotonic by ``ahead``."""
+
+    def __init__(self, wall: float = 0.0) -> None:
+        self.wall = wall
+        self.ahead = 0.0
+
+    def wall_ns(self) -> int:
+        return time.time_ns() + int(self.wall * 1e9)
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time() + self.ahead
+
+
+async def raw(client: Any, store: LockStore, key: str) -> dict[str, Any]:
+    response = await client.get_item(
+        TableName=store.table_name, Key={store.hash_key: {"S": key}}, ConsistentRead=True
+    )
+    item: dict[str, Any] = response.get("Item", {})
+    return item
+
+
+def taker(store: LockStore, layout: dict[str, Any], clock: ShiftedClock) -> LockStore:
+    return LockStore(store.client, store.table_name, **layout, clock=clock)
+
+
+# -- the session row ----------------------------------------------------------------------
+
+
+async def test_a_session_starts_renews_and_ends_with_a_tombstone(
+    client: Any, store: LockStore
+) -> None:
+    session = await store.start_session(A)
+    assert session.lease_id.startswith("aiolease-session:worker-a:")
+    assert session.fencing_token == 1 and session.until_ns > time.time_ns()
+    row = await raw(client, store, session.lease_id)
+    assert row["ProcessID"] == {"S": "worker-a"}
+    assert row["LeaseUntil"] == {"N": MAX}, "Go must see a session row held"
+    assert row["LeaseToken"] == {"N": "1"}
+    assert row["LeaseSessionUntil"] == {"N": str(session.until_ns)}
+    assert row["LeaseDuration"]["M"]["until"] == {"N": str(session.until_ns)}
+    assert "LeaseBucket" not in row, "a session row must stay out of the index"
+
+    renewed = await store.renew_session(session)
+    assert renewed.until_ns > session.until_ns and renewed._sent_at >= session._sent_at
+    assert (await raw(client, store, session.lease_id))["LeaseSessionUntil"] == {
+        "N": str(renewed.until_ns)
+    }
+    read = await store.get_session(session.lease_id)
+    assert read == SessionRow(
+        session.lease_id, "worker-a", renewed.until_ns, 1, duration=2.0, ended=False
+    )
+
+    assert await store.end_session(renewed) is True
+    row = await raw(client, store, session.lease_id)
+    assert row["LeaseToken"] == {"N": "2"} and row["LeaseSessionUntil"] == {"N": "0"}
+    assert "LeaseDuration" not in row
+    assert row["LeaseUntil"] == {"N": MAX} and row["ProcessID"] == {"S": "worker-a"}
+    ended = await store.get_session(session.lease_id)
+    assert ended is not None and ended.ended and ended.until is None
+    with pytest.raises(LeaseLostError) as lost:
+        await store.renew_session(renewed)
+    assert lost.value.reason == "session ended"
+    assert await store.end_session(renewed) is False, "ended already: not by this call"
+
+
+async def test_sessions_are_listed_apart_from_items(store: LockStore) -> None:
+    await store.add_item("a")
+    live = await store.start_session(A)
+    ended = await store.start_session(B)
+    await store.end_session(ended)
+    listed = {row.session_id: row for row in await store.list_sessions()}
+    assert set(listed) == {live.lease_id, ended.lease_id}
+    assert not listed[live.lease_id].ended and listed[ended.lease_id].ended
+    assert await store.get_session("a") is None, "an item is no session"
+    assert await store.get_session("aiolease-session:nobody:0") is None
+
+
+async def test_a_lost_start_answer_is_recognised_as_ours(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+    proxy.inject("update_item", faults.drop_response)
+    session = await store.start_session(A)
+    row = await store.get_session(session.lease_id)
+    assert row is not None and row.until_ns == session.until_ns and not row.ended
+
+
+async def test_a_lost_renewal_answer_is_still_a_renewal(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+    session = await store.start_session(A)
+    proxy.inject("update_item", faults.drop_response)
+    renewed = await store.renew_session(session)
+    row = await store.get_session(session.lease_id)
+    assert row is not None and row.until_ns == renewed.until_ns
+
+
+# -- a taker's end ------------------------------------------------------------------------
+
+
+async def test_a_takers_pinned_end_fails_after_a_renewal_and_ends_the_state_read(
+    store: LockStore,
+) -> None:
+    session = await store.start_session(A)
+    seen = await store.get_session(session.lease_id)
+    assert seen is not None
+    session = await store.renew_session(session)
+    assert await store.end_expired_session(seen) is False, "a renewal landed since the read"
+    session = await store.renew_session(session)  # the holder is unharmed
+    seen = await store.get_session(session.lease_id)
+    assert seen is not None
+    assert await store.end_expired_session(seen) is True
+    with pytest.raises(LeaseLostError, match="session ended"):
+        await store.renew_session(session)
+    assert await store.end_session(session) is False
+
+
+# -- items under a session ----------------------------------------------------------------
+
+
+async def test_an_item_under_a_session_goes_held_forever_and_is_released_as_before(
+    client: Any, store: LockStore
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    lease = await store.acquire("a", A, session=session)
+    assert lease.fencing_token == 1 and lease._session == session.lease_id
+    assert lease.until == session.until and lease.until_ns == session.until_ns
+    row = await raw(client, store, "a")
+    assert row["LeaseUntil"] == {"N": MAX}, "Go must see an item of a session held"
+    assert row["LeaseSession"] == {"S": session.lease_id} and "LeaseDuration" not in row
+    with pytest.raises(ValueError, match="renew the session"):
+        await store.renew(lease)
+    assert await store.release(lease) is True
+    row = await raw(client, store, "a")
+    assert "LeaseSession" not in row and "ProcessID" not in row
+    assert row["LeaseUntil"] == {"N": "0"} and row["LeaseToken"] == {"N": "1"}
+
+
+async def test_acquiring_under_another_lessees_session_is_refused(store: LockStore) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    with pytest.raises(ValueError, match="belongs to 'worker-a'"):
+        await store.acquire("a", B, session=session)
+    await store.add_item("b")
+    plain = await store.acquire("b", A)
+    with pytest.raises(ValueError, match="not a session"):
+        await store.acquire("a", A, session=plain)
+
+
+async def test_a_table_without_sessions_has_rows_exactly_as_before(
+    client: Any, store: LockStore
+) -> None:
+    await store.add_item("a", {"colour": "red"})
+    bucket = {"LeaseBucket"} if store.indexed else set()
+    lease = await store.acquire("a", A)
+    after_acquire = set(await raw(client, store, "a"))
+    assert (
+        after_acquire
+        == {
+            "LeaseID",
+            "ProcessID",
+            "LeaseUntil",
+            "LeaseToken",
+            "LeaseDuration",
+            "colour",
+        }
+        | bucket
+    )
+    await store.release(lease)
+    assert (
+        set(await raw(client, store, "a"))
+        == {
+            "LeaseID",
+            "LeaseUntil",
+            "LeaseToken",
+            "colour",
+        }
+        | bucket
+    )
+
+
+async def test_session_rows_are_never_offered_as_items(store: LockStore) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.end_session(await store.start_session(A))  # a tombstone too
+    assert await store.list_lease_ids() == ["a"]
+    assert [i.lease_id for i in await store.find_available()] == ["a"]
+    held = await store.acquire("a", B)
+    assert await store.find_available(max_clock_skew=0.0) == []
+    assert [i.lease_id async for i in store.scan()] == ["a"]
+    for mode in ("clock", "observe"):
+        with pytest.raises(LeaseNotObtainedError):
+            await Locker(store, takeover=mode).obtain_lease(B)
+    if store.indexed:
+        assert await store.backfill_buckets() == 0, "a session row got a bucket"
+    await store.release(held)
+    await store.end_session(session)
+
+
+# -- takers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("named", [False, True])
+async def test_a_live_sessions_item_is_not_taken(store: LockStore, named: bool) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.acquire("a", A, session=session)
+    for rule in (ClockTakeover(SKEW), ObserveTakeover(SKEW)):
+        obtain = rule.obtain_named(store, B, "a") if named else rule.obtain_any(store, B)
+        with pytest.raises(LeaseNotObtainedError) as info:
+            await obtain
+        if named:
+            assert info.value.holder == "worker-a", info.value
+            assert "under session" in str(info.value), info.value
+    row = await store.get_session(session.lease_id)
+    assert row is not None and not row.ended, "a taker ended a live session"
+
+
+@pytest.mark.parametrize("named", [False, True])
+async def test_a_dead_sessions_item_is_taken_by_the_clock_rule(
+    client: Any, store: LockStore, layout: dict[str, Any], named: bool
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    held = await store.acquire("a", A, session=session)
+    # Past the session's expiry plus the skew, on the taker's clock.
+    other = taker(store, layout, ShiftedClock(wall=A.duration + SKEW + 1))
+    locker = Locker(other, max_clock_skew=SKEW)
+    async with locker.lease(B, "a" if named else None, timeout=5) as lease:
+        assert lease.lease_id == "a" and lease.fencing_token == held.fencing_token + 1
+        row = await raw(client, store, "a")
+        assert row["ProcessID"] == {"S": "worker-b"} and "LeaseSession" not in row
+    ended = await store.get_session(session.lease_id)
+    assert ended is not None and ended.ended, "the taker did not end the session first"
+    with pytest.raises(LeaseLostError, match="session ended"):
+        await store.renew_session(session)
+
+
+async def test_a_dead_sessions_item_is_taken_by_the_observe_rule(
+    store: LockStore, layout: dict[str, Any]
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    held = await store.acquire("a", A, session=session)
+    clock = ShiftedClock()
+    locker = Locker(taker(store, layout, clock), takeover="observe", max_clock_skew=SKEW)
+    with pytest.raises(LeaseNotObtainedError):
+        await locker.obtain_lease(B)  # first sighting of the session row: watch it
+    clock.ahead = A.duration + 0.1  # seen unchanged for the session's duration
+    async with locker.lease(B, timeout=5) as lease:
+        assert lease.lease_id == "a" and lease.fencing_token == held.fencing_token + 1
+    ended = await store.get_session(session.lease_id)
+    assert ended is not None and ended.ended
+
+
+async def test_an_ended_sessions_item_is_taken_at_once(store: LockStore) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    held = await store.acquire("a", A, session=session)
+    await store.end_session(session)  # a crashed holder's end that left the item behind
+    for mode in ("clock", "observe"):
+        lease = await Locker(store, takeover=mode).obtain_lease(B)
+        assert lease.fencing_token > held.fencing_token
+        held = lease
+        await store.release(lease)
+        await store.acquire("a", A, session=session)
+    # (The last acquisition under an ended session is allowed by the store: the session's
+    # holder is the one that must not use an ended session; task B's scope guards that.)
+
+
+async def test_an_item_can_be_taken_into_a_session_from_a_dead_one(store: LockStore) -> None:
+    await store.add_item("a")
+    old = await store.start_session(A)
+    await store.acquire("a", A, session=old)
+    await store.end_session(old)
+    mine = await store.start_session(B)
+    lease = await ClockTakeover(SKEW).obtain_named(store, B, "a", session=mine)
+    assert lease._session == mine.lease_id and lease.fencing_token == 2
+    assert lease.until == mine.until
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+async def ls(
+    store: LockStore, endpoint: str, capsys: pytest.CaptureFixture[str], *argv: str
+) -> str:
+    capsys.readouterr()
+    argv = ("ls", *argv, "--table", store.table_name, "--endpoint-url", endpoint)
+    assert await asyncio.to_thread(main, list(argv)) == EXIT_OK
+    return capsys.readouterr().out
+
+
+async def test_ls_shows_items_and_ls_sessions_shows_the_sessions(
+    dynamodb_endpoint: str, store: LockStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.acquire("a", A, session=session)
+    await store.end_session(await store.start_session(B))
+
+    lines = (await ls(store, dynamodb_endpoint, capsys)).splitlines()
+    assert len(lines) == 2, f"ls shows a session row: {lines}"
+    assert lines[1].split()[:4] == ["a", "worker-a", "session", session.lease_id], lines
+    [item] = json.loads(await ls(store, dynamodb_endpoint, capsys, "--json"))
+    assert item["session"] == session.lease_id and item["expires_in"] is None, item
+
+    lines = (await ls(store, dynamodb_endpoint, capsys, "--sessions")).splitlines()
+    assert lines[0].split() == ["SESSION", "HOLDER", "EXPIRES", "IN", "STATE"], lines
+    states = {line.split()[1]: line.split()[-1] for line in lines[1:]}
+    assert states == {"worker-a": "live", "worker-b": "ended"}, lines
+    rows = json.loads(await ls(store, dynamodb_endpoint, capsys, "--sessions", "--json"))
+    live = next(r for r in rows if r["holder"] == "worker-a")
+    assert live["session"] == session.lease_id and 0 < live["expires_in"] <= A.duration

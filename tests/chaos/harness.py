@@ -406,8 +406,11 @@ async def session_worker(
                                 session, recorder, ends, stop, hold_time, wait_period, clock, rng
                             )
                         )
-        except LeaseLostError:
-            recorder.sessions_lost += 1  # its holds counted their losses themselves
+        except LeaseLostError as exc:
+            # The session's loss cancels its body, so its holds end by that cancellation:
+            # the loss is counted once, for the session.
+            recorder.sessions_lost += 1
+            recorder.lost(exc)
         except LeaseNotObtainedError:
             recorder.not_obtained += 1
         await asyncio.sleep(rng.uniform(0, wait_period))

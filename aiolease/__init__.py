@@ -17,7 +17,7 @@ from ._errors import (
     LeaseUnavailableError,
 )
 from ._global import global_lock_store, setup_lock_store_global
-from ._locker import LeaseScope, Locker
+from ._locker import LeaseScope, LeaseSession, Locker
 from ._log import set_logger
 from ._store import LockStore
 from ._types import Holder, Lease, LeaseItem, LeaseRequest
@@ -33,6 +33,7 @@ __all__ = [
     "LeaseNotObtainedError",
     "LeaseRequest",
     "LeaseScope",
+    "LeaseSession",
     "LeaseStoreError",
     "LeaseUnavailableError",
     "LockStore",

@@ -12,7 +12,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ._errors import LeaseError, LeaseStoreError, LeaseUnavailableError, MalformedRowError
+from ._errors import (
+    LeaseError,
+    LeaseNotObtainedError,
+    LeaseStoreError,
+    LeaseUnavailableError,
+    MalformedRowError,
+)
 from ._log import get_logger, lease_fields
 from ._table import Table
 from ._types import (
@@ -72,6 +78,36 @@ async def acquire(
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
     check_expect(expect, lease_id)
     key = _session_key(session, request, until)
+    if key is None:
+        return await _acquire(table, lease_id, request, until, max_clock_skew, expect, None)
+    claim = (key, lease_id)
+    table.schema.key(lease_id)
+    if claim in table.session_claims:
+        raise LeaseNotObtainedError(
+            f"{lease_id!r} is being acquired or held under session {key!r} already",
+            lease_id=lease_id,
+            holder=request.lessee_id,
+        )
+    table.session_claims.add(claim)
+    outcome: Lease | dict[str, Any] | None = None
+    try:
+        outcome = await _acquire(table, lease_id, request, until, max_clock_skew, expect, session)
+    finally:
+        if not isinstance(outcome, Lease):
+            table.session_claims.discard(claim)  # kept while held: release drops it
+    return outcome
+
+
+async def _acquire(
+    table: Table,
+    lease_id: str,
+    request: LeaseRequest,
+    until: datetime | None,
+    max_clock_skew: float | None,
+    expect: LeaseItem | None,
+    session: Lease | None,
+) -> Lease | dict[str, Any] | None:
+    key = None if session is None else session.lease_id
     schema = table.schema
     schema.key(lease_id)
     if max_clock_skew is not None:

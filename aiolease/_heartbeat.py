@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from ._errors import LeaseError, LeaseLostError, LeaseStoreError, LeaseUnavailableError
 from ._log import get_logger, lease_fields
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from ._store import LockStore
 
-__all__ = ["Hold", "Keeper", "describe"]
+__all__ = ["Heartbeat", "Heartbeats", "Hold", "HoldSource", "Keeper", "Kept", "describe"]
 
 # Renew three times per lease by default: one slow or failed call must not lose the lease.
 RENEWALS_PER_LEASE = 3
@@ -36,6 +36,10 @@ MAX_RELEASE_TIME = 5.0
 # A cancelled heartbeat unwinds in milliseconds; one stuck in a call that ignores
 # cancellation must not hold up the release.
 HEARTBEAT_STOP_TIME = 1.0
+
+
+Renew = Callable[[Lease], Awaitable[Lease]]
+Release = Callable[[Lease], Awaitable["bool | None"]]
 
 
 def describe(lease: Lease) -> str:
@@ -122,22 +126,30 @@ class Keeper:
     # -- renewing -----------------------------------------------------------------------
 
     async def keep_alive(
-        self, hold: Hold, period: float, on_renewed: Callable[[Hold], None] | None
+        self,
+        hold: Hold,
+        period: float,
+        on_renewed: Callable[[Hold], None] | None,
+        renew: Renew | None = None,
     ) -> NoReturn:
-        """Renew every ``period`` (jittered down) until a renewal fails: LeaseLostError."""
+        """Renew every ``period`` (jittered down) until a renewal fails: LeaseLostError.
+
+        ``renew`` is the renewing write (default: the store's ``renew``; a session's own).
+        """
         while True:
             # Jittered down, never up: heartbeats of leases taken in one burst drift apart
             # instead of renewing in lockstep, and no lease gets fewer renewals than asked.
             delay = hold.lease._sent_at + period * random.uniform(0.8, 1.0) - self.clock.monotonic()
             if delay > 0:
                 await asyncio.sleep(min(delay, hold.deadline - self.clock.monotonic()))
-            await self.renew(hold)
+            await self.renew(hold, renew)
             if on_renewed is not None:
                 on_renewed(hold)
 
-    async def renew(self, hold: Hold) -> None:
+    async def renew(self, hold: Hold, renew: Renew | None = None) -> None:
         """Renew once, retrying transient failures until the local deadline."""
         lease = hold.lease
+        renew = self.store.renew if renew is None else renew
         backoff = RETRY_BASE
         attempt = 0
         while True:
@@ -150,7 +162,7 @@ class Keeper:
             attempt += 1
             try:
                 async with asyncio.timeout_at(hold.deadline):
-                    renewed = await self.store.renew(lease)
+                    renewed = await renew(lease)
             except TimeoutError:
                 raise self.lost(
                     lease,
@@ -191,8 +203,10 @@ class Keeper:
 
     # -- releasing ----------------------------------------------------------------------
 
-    async def finish(self, hold: Hold, heartbeat: asyncio.Task[None]) -> bool | None:
-        """Stop the heartbeat (bounded), then release; see :meth:`release`."""
+    async def finish(
+        self, hold: Hold, heartbeat: asyncio.Task[None], release: Release | None = None
+    ) -> bool | None:
+        """Stop the heartbeat (bounded), then release (default :meth:`release`)."""
         heartbeat.cancel()
         done, _ = await asyncio.wait([heartbeat], timeout=HEARTBEAT_STOP_TIME)
         if not done:
@@ -203,7 +217,7 @@ class Keeper:
                 extra=lease_fields(hold.lease),
             )
             self.tasks.own(heartbeat)
-        return await self.release(hold.lease)
+        return await (self.release if release is None else release)(hold.lease)
 
     async def release(self, lease: Lease) -> bool | None:
         """Release, bounded: True if freed, False if no longer ours, None if unknown.
@@ -243,3 +257,141 @@ class Keeper:
             extra=lease_fields(lease),
         )
         return None
+
+
+# -- how a scope's hold is kept ---------------------------------------------------------
+
+
+class Kept(Protocol):
+    """A hold being kept alive for a scope, by its own heartbeat or by a session's."""
+
+    def loss(self) -> LeaseLostError | None:
+        """The loss that ended the keeping, if any (even if its callback has not run yet)."""
+        ...
+
+    async def finish(self) -> bool | None:
+        """Stop keeping and release: True if freed, False if no longer ours, None if unknown."""
+        ...
+
+
+class HoldSource(Protocol):
+    """What a scope holds its lease through: deadlines, keeping alive, releasing.
+
+    A single lease is kept by its own heartbeat (:class:`Heartbeats`); an item under a
+    session by the session's one heartbeat. The scope's state machine does not know which.
+    """
+
+    def hold(self, lease: Lease) -> Hold:
+        """A fresh hold of ``lease`` just obtained, with its local deadline."""
+        ...
+
+    def keep(
+        self,
+        hold: Hold,
+        on_renewed: Callable[[Hold], None],
+        on_lost: Callable[[LeaseLostError], None],
+    ) -> Kept:
+        """Keep ``hold`` alive; ``on_renewed`` after each renewal, ``on_lost`` once on a loss.
+
+        Both callbacks run on the event loop and must only record and cancel.
+        """
+        ...
+
+    async def release(self, lease: Lease) -> bool | None:
+        """Release a lease that is not kept (its acquisition was answered too late)."""
+        ...
+
+
+class Heartbeat:
+    """One lease kept by its own heartbeat task."""
+
+    def __init__(
+        self,
+        keeper: Keeper,
+        hold: Hold,
+        period: float,
+        on_renewed: Callable[[Hold], None],
+        on_lost: Callable[[LeaseLostError], None],
+        renew: Renew | None = None,
+        release: Release | None = None,
+    ) -> None:
+        self._keeper = keeper
+        self._hold = hold
+        self._on_lost = on_lost
+        self._release = release
+        self._loss: LeaseLostError | None = None
+        self.task = asyncio.get_running_loop().create_task(
+            keeper.keep_alive(hold, period, on_renewed, renew),
+            name=f"aiolease heartbeat {hold.lease.lease_id}",
+        )
+        self.task.add_done_callback(self._on_done)
+
+    def loss(self) -> LeaseLostError | None:
+        task = self.task
+        if self._loss is None and task.done() and not task.cancelled():
+            self._loss = self._heartbeat_loss(task.exception())
+        return self._loss
+
+    async def finish(self) -> bool | None:
+        return await self._keeper.finish(self._hold, self.task, self._release)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        # Retrieved whatever the state: never "exception was never retrieved".
+        lost = self.loss()
+        if lost is not None:
+            self._on_lost(lost)
+
+    def _heartbeat_loss(self, exc: BaseException | None) -> LeaseLostError:
+        if isinstance(exc, LeaseLostError):
+            return exc
+        lease = self._hold.lease
+        # Never a silent death: an unexpected heartbeat failure ends the work too.
+        get_logger().error(
+            "heartbeat of %s failed: %r",
+            describe(lease),
+            exc,
+            exc_info=exc,
+            extra=lease_fields(lease),
+        )
+        lost = LeaseLostError(
+            f"lease on {describe(lease)} lost: its heartbeat failed ({exc!r})",
+            lease_id=lease.lease_id,
+            reason="heartbeat failed",
+        )
+        lost.__cause__ = exc
+        return lost
+
+
+class Heartbeats:
+    """The hold source of single leases: each kept by its own heartbeat every ``period``."""
+
+    def __init__(
+        self,
+        keeper: Keeper,
+        period: float,
+        *,
+        renew: Renew | None = None,
+        release: Release | None = None,
+    ) -> None:
+        self.keeper = keeper
+        self.period = period
+        self._renew = renew
+        self._release = keeper.release if release is None else release
+
+    def hold(self, lease: Lease) -> Hold:
+        return self.keeper.hold(lease)
+
+    def keep(
+        self,
+        hold: Hold,
+        on_renewed: Callable[[Hold], None],
+        on_lost: Callable[[LeaseLostError], None],
+    ) -> Heartbeat:
+        return Heartbeat(
+            self.keeper, hold, self.period, on_renewed, on_lost, self._renew, self._release
+        )
+
+    async def release(self, lease: Lease) -> bool | None:
+        return await self._release(lease)

@@ -16,6 +16,7 @@ from ._errors import LeaseNotObtainedError, LeaseUnavailableError
 from ._heartbeat import HEARTBEAT_STOP_TIME, MAX_RELEASE_TIME, Keeper, describe
 from ._log import get_logger, lease_fields
 from ._scope import LeaseScope, _check_lease_id, _check_request
+from ._session import LeaseSession
 from ._takeover import Takeover, takeover_rule
 from ._tasks import TaskOwner
 from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
@@ -23,7 +24,7 @@ from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
 if TYPE_CHECKING:
     from ._store import LockStore
 
-__all__ = ["LeaseScope", "Locker"]
+__all__ = ["LeaseScope", "LeaseSession", "Locker"]
 
 _T = TypeVar("_T")
 
@@ -136,7 +137,14 @@ class Locker:
         instead of colliding on the first rows.
         """
         _check_request(request)
-        lease = await self._rule.obtain_any(self._store, request)
+        return await self._obtain_any(request, None)
+
+    async def _obtain_any(self, request: LeaseRequest, session: Lease | None) -> Lease:
+        # A rule of one's own may not know sessions: the keyword only when there is one.
+        if session is None:
+            lease = await self._rule.obtain_any(self._store, request)
+        else:
+            lease = await self._rule.obtain_any(self._store, request, session=session)
         self._log_acquired(lease)
         return lease
 
@@ -155,9 +163,14 @@ class Locker:
         if lease_id is not None:
             _check_lease_id(lease_id)
             return await self._wait_for_named(request, lease_id, wait_period, [])
+        return await self._wait_for_any(request, wait_period, None)
+
+    async def _wait_for_any(
+        self, request: LeaseRequest, wait_period: float, session: Lease | None
+    ) -> Lease:
         while True:
             try:
-                return await self.obtain_lease(request)
+                return await self._obtain_any(request, session)
             except LeaseNotObtainedError:
                 pass
             except LeaseUnavailableError as exc:
@@ -170,14 +183,19 @@ class Locker:
         lease_id: str | None,
         wait_period: float,
         timeout: float | None,
+        *,
+        session: Lease | None = None,
     ) -> Lease:
-        """Obtain any item, or the named one, waiting up to ``timeout`` (None: forever)."""
+        """Obtain any item, or the named one, waiting up to ``timeout`` (None: forever).
+
+        With ``session`` (a session row's lease), the item is taken under that session.
+        """
         refusals: list[LeaseNotObtainedError] = []
         try:
             async with asyncio.timeout(timeout):
                 if lease_id is None:
-                    return await self.wait_until_lease_obtained(request, wait_period)
-                return await self._wait_for_named(request, lease_id, wait_period, refusals)
+                    return await self._wait_for_any(request, wait_period, session)
+                return await self._wait_for_named(request, lease_id, wait_period, refusals, session)
         except TimeoutError:
             what = "an item" if lease_id is None else repr(lease_id)
             # The last refusal says who held the item: the timeout reports it too.
@@ -195,11 +213,17 @@ class Locker:
         lease_id: str,
         wait_period: float,
         refusals: list[LeaseNotObtainedError],
+        session: Lease | None = None,
     ) -> Lease:
         """Obtain ``lease_id``, retrying; each refusal is kept (last) in ``refusals``."""
         while True:
             try:
-                lease = await self._rule.obtain_named(self._store, request, lease_id)
+                if session is None:
+                    lease = await self._rule.obtain_named(self._store, request, lease_id)
+                else:
+                    lease = await self._rule.obtain_named(
+                        self._store, request, lease_id, session=session
+                    )
             except LeaseNotObtainedError as exc:
                 if not exc.item_exists:
                     raise  # waiting will not make the row appear
@@ -307,6 +331,16 @@ class Locker:
             heartbeat_period=heartbeat_period,
             _stacklevel=4,
         )
+
+    def session(
+        self, request: LeaseRequest, *, heartbeat_period: float | None = None
+    ) -> LeaseSession:
+        """Hold many items under one session for the body of an ``async with``.
+
+        See :class:`LeaseSession`: one heartbeat renews the session, whatever the number of
+        items held under it with ``session.lease()`` and ``session.run()``.
+        """
+        return LeaseSession(self, request, heartbeat_period=heartbeat_period, _stacklevel=4)
 
     async def run(
         self,

@@ -26,6 +26,14 @@ async def release(table: Table, lease: Lease) -> bool | None:
     ``None``: an attempt's answer was lost and a retry found the row held by a newer holder,
     who may have taken it after our lost release freed it, or from us before it.
     """
+    try:
+        return await _release(table, lease)
+    finally:
+        if lease._session is not None:
+            table.session_claims.discard((lease._session, lease.lease_id))
+
+
+async def _release(table: Table, lease: Lease) -> bool | None:
     schema = table.schema
     retried = Retried()
     request = requests.release(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import LeaseLostError
-from ._heartbeat import Hold, Keeper, describe
+from ._heartbeat import Heartbeats, Hold, HoldSource, Keeper, Kept, describe
 from ._log import get_logger, lease_fields
 from ._types import Lease, LeaseRequest, _as_seconds
 
@@ -80,19 +82,38 @@ class LeaseScope:
             _check_lease_id(lease_id)
         # The scope is the locker's own context manager: it obtains through the locker's
         # takeover rule and holds through its keeper, and touches nothing else of it.
-        self._obtain = locker._obtain
-        self._keeper: Keeper = locker._keeper
-        self._request = request
-        self._lease_id = lease_id
-        self._wait_period = _as_seconds("wait_period", wait_period)
-        self._timeout = None if timeout is None else _as_seconds("timeout", timeout)
-        self._period = self._keeper.check_period(request, heartbeat_period, stacklevel=_stacklevel)
+        keeper: Keeper = locker._keeper
+        obtain = functools.partial(
+            locker._obtain,
+            request,
+            lease_id,
+            _as_seconds("wait_period", wait_period),
+            None if timeout is None else _as_seconds("timeout", timeout),
+        )
+        period = keeper.check_period(request, heartbeat_period, stacklevel=_stacklevel)
+        self._setup(keeper, obtain, Heartbeats(keeper, period))
+
+    @classmethod
+    def _held_by(
+        cls, keeper: Keeper, obtain: Callable[[], Awaitable[Lease]], source: HoldSource
+    ) -> LeaseScope:
+        """A scope that obtains with ``obtain`` and keeps its hold through ``source``."""
+        scope = cls.__new__(cls)
+        scope._setup(keeper, obtain, source)
+        return scope
+
+    def _setup(
+        self, keeper: Keeper, obtain: Callable[[], Awaitable[Lease]], source: HoldSource
+    ) -> None:
+        self._obtain = obtain
+        self._keeper = keeper
+        self._source = source
         self._state = _State.CREATED
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0  # the task's cancelling() on entry
         self._cancels = 0  # cancel() requests this scope made, each taken back on exit
         self._hold: Hold | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._kept: Kept | None = None
         # The deadline backstop while the lease lives; the repeated cancellation once lost.
         self._timer: asyncio.TimerHandle | None = None
         self._lost: LeaseLostError | None = None
@@ -148,14 +169,12 @@ class LeaseScope:
         self._task = task
         self._cancelling = task.cancelling()
         try:
-            lease = await self._obtain(
-                self._request, self._lease_id, self._wait_period, self._timeout
-            )
+            lease = await self._obtain()
         except BaseException:
             self._state = _State.EXITED
             raise
         loop = asyncio.get_running_loop()
-        self._hold = self._keeper.hold(lease)
+        self._hold = self._source.hold(lease)
         late = self._keeper.clock.monotonic() - self._hold.deadline
         if late >= 0:
             # Answered too late (a slow server, a stalled loop): by our own rule the work must
@@ -166,15 +185,12 @@ class LeaseScope:
                 f"the acquisition was answered {late:.2f} s after its local deadline",
                 "acquisition answered too late",
             )
-            await asyncio.shield(self._keeper.tasks.spawn(self._keeper.release(lease)))
+            await asyncio.shield(self._keeper.tasks.spawn(self._source.release(lease)))
             raise self._lost
         self._timer = loop.call_at(self._hold.deadline, self._on_deadline)
-        self._heartbeat = loop.create_task(
-            self._keeper.keep_alive(self._hold, self._period, self._on_renewed),
-            name=f"aiolease heartbeat {lease.lease_id}",
-        )
-        self._heartbeat.add_done_callback(self._on_heartbeat_done)
         self._state = _State.ENTERED
+        # Last: a source may report a loss at once (a session lost meanwhile).
+        self._kept = self._source.keep(self._hold, self._on_renewed, self._lose)
         return lease
 
     async def __aexit__(
@@ -185,7 +201,7 @@ class LeaseScope:
     ) -> None:
         if self._state is not _State.ENTERED and self._state is not _State.LOST:
             raise RuntimeError(f"lease scope exited while {self._state.value}")
-        assert self._task is not None and self._hold is not None and self._heartbeat is not None
+        assert self._task is not None and self._hold is not None and self._kept is not None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -195,7 +211,7 @@ class LeaseScope:
         # First, so that on 3.13 a cancellation of ours that a TaskGroup in the body re-armed
         # is cleared with the count (uncancel() to zero clears it there).
         outer = self._uncancel()
-        finish = self._keeper.tasks.spawn(self._keeper.finish(self._hold, self._heartbeat))
+        finish = self._keeper.tasks.spawn(self._kept.finish())
         released = await self._wait_for(finish)
         if released is False and self._lost is None:
             # Nobody but another holder (or an operator) takes our row while we hold it: the
@@ -248,10 +264,10 @@ class LeaseScope:
     def _loss_at_exit(self) -> LeaseLostError | None:
         """A loss the callbacks had no chance to report: the heartbeat has just ended, or the
         body blocked past the deadline (then no callback could run before it returned)."""
-        assert self._hold is not None and self._heartbeat is not None
-        heartbeat = self._heartbeat
-        if heartbeat.done() and not heartbeat.cancelled():
-            return self._heartbeat_loss(heartbeat.exception())
+        assert self._hold is not None and self._kept is not None
+        lost = self._kept.loss()
+        if lost is not None:
+            return lost
         over = self._keeper.clock.monotonic() - self._hold.deadline
         if over >= 0:
             return self._keeper.lost(
@@ -282,33 +298,6 @@ class LeaseScope:
                     "local deadline passed",
                 )
             )
-
-    def _on_heartbeat_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()  # retrieved whatever the state: never "never retrieved"
-        if self._state is _State.ENTERED:
-            self._lose(self._heartbeat_loss(exc))
-
-    def _heartbeat_loss(self, exc: BaseException | None) -> LeaseLostError:
-        assert self._hold is not None
-        if isinstance(exc, LeaseLostError):
-            return exc
-        # Never a silent death: an unexpected heartbeat failure ends the work too.
-        get_logger().error(
-            "heartbeat of %s failed: %r",
-            describe(self._hold.lease),
-            exc,
-            exc_info=exc,
-            extra=lease_fields(self._hold.lease),
-        )
-        lost = LeaseLostError(
-            f"lease on {describe(self._hold.lease)} lost: its heartbeat failed ({exc!r})",
-            lease_id=self._hold.lease.lease_id,
-            reason="heartbeat failed",
-        )
-        lost.__cause__ = exc
-        return lost
 
     def _lose(self, exc: LeaseLostError) -> None:
         if self._state is not _State.ENTERED:

@@ -184,6 +184,8 @@ async def renew(table: Table, lease: Lease) -> Lease:
 async def end(table: Table, lease: Lease) -> bool:
     """The holder's end: a tombstone. False if it was ended already (by a taker)."""
     schema = table.schema
+    # The session's items are released (or lost with it): their claims go.
+    table.session_claims -= {claim for claim in table.session_claims if claim[0] == lease.lease_id}
     retried = Retried()
     request = sessions.end_session(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)
     try:

@@ -375,8 +375,11 @@ class LockStore(_Configuration, SessionMethods):
         if isinstance(outcome, Lease):
             return outcome
         schema = self._table.schema
-        if outcome is not None and rows.string(outcome, schema.lessee_attribute) == (
-            request.lessee_id
+        if (
+            outcome is not None
+            and rows.string(outcome, schema.lessee_attribute) == request.lessee_id
+            # An item of a session lives by its session: never renewed on its own.
+            and rows.string(outcome, schema.session_attribute) is None
         ):
             # Already ours: renew it under the token we hold, so a renewal never passes over
             # someone else's tenure (the condition pins the token we just read).

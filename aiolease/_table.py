@@ -38,6 +38,10 @@ class Table:
         self._malformed: set[str] = set()
         self._warned_malformed: set[str] = set()
         self._key_checked = False
+        # (session key, item) of every acquisition under a session that is in flight or
+        # held through this store: one at a time per item and session, because such rows
+        # all show LeaseUntil MAX, so only this tells a sibling's write from our own.
+        self.session_claims: set[tuple[str, str]] = set()
 
     def cutoff_ns(self, max_clock_skew: float) -> int:
         """The clock rule: rows with ``LeaseUntil`` below this have expired, skew allowed."""

@@ -35,7 +35,7 @@ LAYERS: list[list[str]] = [
     ["_acquire", "_renew", "_release", "_admin", "_connect", "_sessions_store"],
     ["_store", "_global"],  # LockStore
     ["_sessions_take", "_takeover"],  # judging sessions' items; the takeover rules
-    ["_heartbeat", "_scope", "_locker"],  # time and tasks: keeper, scope, locker
+    ["_heartbeat", "_scope", "_session", "_locker"],  # time and tasks: keeper, scopes, locker
     [
         "",
         "testing._server",

@@ -77,6 +77,13 @@ PRINTS: dict[str, list[str]] = {
         "the hand-made table has the right index",
     ],
     "takeover_modes.py": ["observer took shard-1 after"],
+    "sessions.py": [
+        "worker-1 took shard-2 under its session",
+        "processed shard-1 (token 1)",
+        "again: shard-0 (token 2)",
+        "session ended; every shard released",
+        "items still held: 0",
+    ],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",
         "shard-1: free=True token=1",

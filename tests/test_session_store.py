@@ -269,36 +269,58 @@ async def test_a_dead_sessions_item_is_taken_by_the_clock_rule(
         await store.renew_session(session)
 
 
+@pytest.mark.parametrize("named", [False, True])
 async def test_a_dead_sessions_item_is_taken_by_the_observe_rule(
-    store: LockStore, layout: dict[str, Any]
+    store: LockStore, layout: dict[str, Any], named: bool
 ) -> None:
     await store.add_item("a")
     session = await store.start_session(A)
     held = await store.acquire("a", A, session=session)
     clock = ShiftedClock()
-    locker = Locker(taker(store, layout, clock), takeover="observe", max_clock_skew=SKEW)
+    other = taker(store, layout, clock)
+    rule = ObserveTakeover(SKEW)
+    locker = Locker(other, takeover=rule)
+    first = rule.obtain_named(other, B, "a") if named else rule.obtain_any(other, B)
     with pytest.raises(LeaseNotObtainedError):
-        await locker.obtain_lease(B)  # first sighting of the session row: watch it
+        await first  # the first sighting of the session row: watch it
+    assert rule.ripens_in(clock.monotonic()) is not None, "the session row is not watched"
     clock.ahead = A.duration + 0.1  # seen unchanged for the session's duration
-    async with locker.lease(B, timeout=5) as lease:
+    async with locker.lease(B, "a" if named else None, timeout=5) as lease:
         assert lease.lease_id == "a" and lease.fencing_token == held.fencing_token + 1
     ended = await store.get_session(session.lease_id)
     assert ended is not None and ended.ended
 
 
-async def test_an_ended_sessions_item_is_taken_at_once(store: LockStore) -> None:
+async def test_session_held_items_are_candidates_in_both_layouts(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
     await store.add_item("a")
     session = await store.start_session(A)
-    held = await store.acquire("a", A, session=session)
-    await store.end_session(session)  # a crashed holder's end that left the item behind
+    await store.acquire("a", A, session=session)
+    proxy.calls.clear()
+    [item] = await store.find_available(max_clock_skew=SKEW)
+    assert (item.lease_id, item.lessee_id, item.until_ns) == ("a", "worker-a", 2**63 - 1)
+    if store.indexed:
+        assert proxy.calls["scan"] == 0, "the indexed layout scanned for session-held items"
+        assert proxy.calls["query"] == 2 * store.buckets, proxy.calls
+    await store.add_item("b")
+    found = [i.lease_id for i in await store.find_available(max_clock_skew=SKEW)]
+    assert "b" in found and (store.indexed or "a" in found), found
+
+
+async def test_an_ended_sessions_item_is_taken_at_once(store: LockStore) -> None:
+    await store.add_item("a")
+    token = 0
     for mode in ("clock", "observe"):
+        session = await store.start_session(A)
+        held = await store.acquire("a", A, session=session)
+        assert held.fencing_token > token
+        await store.end_session(session)  # a holder that ended without releasing the item
         lease = await Locker(store, takeover=mode).obtain_lease(B)
-        assert lease.fencing_token > held.fencing_token
-        held = lease
+        assert lease.fencing_token == held.fencing_token + 1, mode
         await store.release(lease)
-        await store.acquire("a", A, session=session)
-    # (The last acquisition under an ended session is allowed by the store: the session's
-    # holder is the one that must not use an ended session; task B's scope guards that.)
+        token = lease.fencing_token
 
 
 async def test_an_item_can_be_taken_into_a_session_from_a_dead_one(store: LockStore) -> None:
@@ -345,3 +367,70 @@ async def test_ls_shows_items_and_ls_sessions_shows_the_sessions(
     rows = json.loads(await ls(store, dynamodb_endpoint, capsys, "--sessions", "--json"))
     live = next(r for r in rows if r["holder"] == "worker-a")
     assert live["session"] == session.lease_id and 0 < live["expires_in"] <= A.duration
+
+
+async def test_the_go_style_lease_never_renews_an_item_held_under_a_session(
+    store: LockStore,
+) -> None:
+    await store.add_item("a")
+    session = await store.start_session(A)
+    await store.acquire("a", A, session=session)
+    with pytest.raises(LeaseNotObtainedError, match="under session"):
+        await store.lease("a", A)
+
+
+async def test_a_start_cancelled_after_it_landed_is_ended(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+    landed = asyncio.Event()
+    proxy.inject("update_item", faults.land_then_hang(landed))
+    start = asyncio.create_task(store.start_session(A))
+    await landed.wait()
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    [row] = await store.list_sessions()
+    assert row.ended, "a start nobody will renew or end was left looking live"
+
+
+async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, FaultyClient]) -> None:
+    store, proxy = faulty
+    session = await store.start_session(A)
+    proxy.inject("update_item", faults.drop_response)
+    assert await store.end_session(session) is True
+    row = await store.get_session(session.lease_id)
+    assert row is not None and row.ended
+
+
+async def test_one_item_is_acquired_once_at_a_time_under_one_session(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    # Rows held under a session all show LeaseUntil MAX: two acquisitions of one item under
+    # one session could not tell each other's write (or undo) from their own.
+    store, proxy = faulty
+    await store.add_item("a")
+    session = await store.start_session(A)
+    sent = asyncio.Event()
+
+    def lost(call: Any) -> Any:  # sent, never applied, never answered
+        sent.set()
+        return faults.hang(call)
+
+    proxy.inject("update_item", lost)
+    first = asyncio.create_task(store.acquire("a", A, session=session))
+    await sent.wait()
+    with pytest.raises(LeaseNotObtainedError, match="already"):
+        # Were it sent, it would land, and the first one's undo (LeaseUntil MAX, this
+        # session's key) would free it under its holder's feet.
+        await store.acquire("a", A, session=session)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    item = await store.get_item("a")
+    assert item is not None and item.lessee_id is None, "the cancelled acquisition stayed"
+    lease = await store.acquire("a", A, session=session)
+    with pytest.raises(LeaseNotObtainedError, match="already"):
+        await store.acquire("a", A, session=session)
+    assert await store.release(lease)
+    assert await store.release(await store.acquire("a", A, session=session))

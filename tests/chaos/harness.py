@@ -32,6 +32,7 @@ from aiolease import (
     LeaseLostError,
     LeaseNotObtainedError,
     LeaseRequest,
+    LeaseUnavailableError,
     Locker,
     LockStore,
 )
@@ -291,6 +292,8 @@ class Recorder:
     #: session mode: sessions started, and sessions whose scope ended with a loss
     sessions: int = 0
     sessions_lost: int = 0
+    #: session mode: session starts given up as unavailable (throttled, 5xx) on entry
+    sessions_unavailable: int = 0
 
     def lost(self, exc: LeaseLostError) -> None:
         cause = exc.__cause__
@@ -413,6 +416,10 @@ async def session_worker(
             recorder.lost(exc)
         except LeaseNotObtainedError:
             recorder.not_obtained += 1
+        except LeaseUnavailableError:
+            # locker.session() tries its start write a few times only (locker.lease() keeps
+            # waiting instead); a worker starts again, as a user's would.
+            recorder.sessions_unavailable += 1
         await asyncio.sleep(rng.uniform(0, wait_period))
 
 

@@ -166,7 +166,11 @@ async def run_workers(
     )
     figures: dict[str, Any] = {"free_again_within_s": round(max(again, default=0.0), 2)}
     if mode == "session":
-        figures.update(sessions=recorder.sessions, sessions_lost=recorder.sessions_lost)
+        figures.update(
+            sessions=recorder.sessions,
+            sessions_lost=recorder.sessions_lost,
+            session_starts_unavailable=recorder.sessions_unavailable,
+        )
     return figures
 
 

@@ -61,6 +61,9 @@ class LeaseScope:
     unchanged; the task's ``cancelling()`` count after the scope is what it was on entry,
     plus any cancellation from outside.
 
+    Under a session (``session.lease()``) the session's one heartbeat keeps the lease
+    instead, and the scope's deadline is the session's.
+
     On exit the heartbeat stops and the lease is released, shielded: an outer cancellation
     propagates at once while the release goes on in a task that the locker owns
     (:meth:`Locker.aclose` waits for it).

@@ -78,6 +78,7 @@ class LeaseSession:
         self._store = store
         self._obtain_item = locker._obtain
         self._rows = Heartbeats(keeper, period, renew=self._renew, release=self._end)
+        self._item_source = _SessionItems(self)
         self._scope = LeaseScope._held_by(
             keeper, functools.partial(store.start_session, request), _SessionRow(self)
         )
@@ -153,7 +154,7 @@ class LeaseSession:
             _as_seconds("wait_period", wait_period),
             None if timeout is None else _as_seconds("timeout", timeout),
         )
-        return LeaseScope._held_by(self._keeper, obtain, self)
+        return LeaseScope._held_by(self._keeper, obtain, self._item_source)
 
     async def run(
         self,
@@ -225,28 +226,6 @@ class LeaseSession:
         if self._hold is None:
             raise RuntimeError("the session has not started yet")
         return self._hold.lease
-
-    # -- the item hold source (what an item's LeaseScope holds through) ----------------------
-
-    def hold(self, lease: Lease) -> Hold:
-        """An item just taken: the session's expiry and deadline (passed if it is dead)."""
-        row = self._row()
-        lease = dataclasses.replace(lease, until=row.until, until_ns=row.until_ns)
-        assert self._hold is not None
-        return Hold(lease, min(self._hold.deadline, self._dead_at))
-
-    def keep(
-        self,
-        hold: Hold,
-        on_renewed: Callable[[Hold], None],
-        on_lost: Callable[[LeaseLostError], None],
-    ) -> _Item:
-        item = _Item(self, hold, on_renewed, on_lost)
-        self._items[item] = None
-        return item
-
-    async def release(self, lease: Lease) -> bool | None:
-        return await self._keeper.release(lease)
 
     # -- the session row's callbacks ---------------------------------------------------------
 
@@ -403,6 +382,34 @@ class _SessionRow:
 
     async def release(self, lease: Lease) -> bool | None:
         return await self._session._end(lease)
+
+
+class _SessionItems:
+    """The hold source of the items under a session: its deadline, its loss, no writes."""
+
+    def __init__(self, session: LeaseSession) -> None:
+        self._session = session
+
+    def hold(self, lease: Lease) -> Hold:
+        """An item just taken: the session's expiry and deadline (passed if it is dead)."""
+        session = self._session
+        row = session._row()
+        lease = dataclasses.replace(lease, until=row.until, until_ns=row.until_ns)
+        assert session._hold is not None
+        return Hold(lease, min(session._hold.deadline, session._dead_at))
+
+    def keep(
+        self,
+        hold: Hold,
+        on_renewed: Callable[[Hold], None],
+        on_lost: Callable[[LeaseLostError], None],
+    ) -> _Item:
+        item = _Item(self._session, hold, on_renewed, on_lost)
+        self._session._items[item] = None
+        return item
+
+    async def release(self, lease: Lease) -> bool | None:
+        return await self._session._keeper.release(lease)
 
 
 class _RowKept:

@@ -99,6 +99,30 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
         workers, items = race["aiolease"]["workers"], race["aiolease"]["items"]
         ax.set_title(f"{workers} workers racing for {items} items{cut}")
         paths.append(_save(fig, out / "contention.png"))
+
+    keep = results.get("sessions")
+    if keep and keep.get("steps"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for mode, label, marker in (
+            ("single", "one lease each (locker.lease)", "o"),
+            ("session", "one session (locker.session)", "s"),
+        ):
+            steps = sorted((s for s in keep["steps"] if s["mode"] == mode), key=lambda s: s["n"])
+            if steps:
+                ax.plot(
+                    [s["n"] for s in steps],
+                    [s["writes_per_hour_at_10s"] for s in steps],
+                    marker=marker,
+                    label=label,
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("leases held by one worker (N)")
+        ax.set_ylabel("writes per hour (10 s heartbeat)")
+        ax.set_title("Writes to keep N leases alive")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+        paths.append(_save(fig, out / "sessions.png"))
     return paths
 
 

@@ -27,10 +27,31 @@ from typing import Any
 
 from aiolease.testing import MotoServer
 
-from . import charts, contention, edf, events, failover, hotpath, latency, peer, throughput
+from . import (
+    charts,
+    contention,
+    edf,
+    events,
+    failover,
+    hotpath,
+    latency,
+    peer,
+    sessions,
+    throughput,
+)
 from ._common import load_average, ratio, set_fake_environment
 
-SECTIONS = ("latency", "cpu", "events", "renewals", "contention", "failover", "hotpath", "edf")
+SECTIONS = (
+    "latency",
+    "cpu",
+    "events",
+    "renewals",
+    "contention",
+    "failover",
+    "sessions",
+    "hotpath",
+    "edf",
+)
 
 FULL = {
     "latency_rounds": 300,
@@ -52,6 +73,9 @@ FULL = {
     "profile_calls": 300,
     "edf_fractions": [1.1, 1.3, 2.0],
     "edf_window_s": 10.0,
+    "session_ns": [1, 10, 100, 1000],
+    "session_min_window_s": 20.0,
+    "session_window_periods": 2,
 }
 QUICK = {
     **FULL,
@@ -71,6 +95,8 @@ QUICK = {
     "profile_calls": 150,
     "edf_fractions": [1.1, 1.3],
     "edf_window_s": 8.0,
+    "session_min_window_s": 10.0,
+    "session_window_periods": 1,
 }
 # Holding many leases: a 6 s lease renewed every 2 s (the default third of the lease).
 HOLD_DURATION, HOLD_PERIOD = 6.0, 2.0
@@ -191,6 +217,27 @@ async def run(args: argparse.Namespace, endpoint_url: str) -> dict[str, Any]:
     if "edf" in sections:
         results["edf"] = await section(
             "edf", edf.edf(endpoint_url, cfg["edf_fractions"], cfg["edf_window_s"])
+        )
+    if "sessions" in sections:
+        results["sessions"] = await section(
+            "sessions (keeping N leases alive)",
+            sessions.keep_alive(
+                endpoint_url,
+                cfg["session_ns"],
+                min_window_s=cfg["session_min_window_s"],
+                window_periods=cfg["session_window_periods"],
+                log=log,
+            ),
+        )
+        results["sessions_failover"] = await section(
+            "sessions (failover after SIGKILL)",
+            sessions.failover(
+                endpoint_url,
+                cfg["failover_repeats"],
+                duration=CRASH_DURATION,
+                skew=SKEW,
+                wait=CRASH_WAIT,
+            ),
         )
     results["seconds"] = timings
     results["load_after"] = load_average()
@@ -413,6 +460,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         out += hotpath.hot_path_rows(hot)
     if deadline := results.get("edf"):
         out += edf.edf_rows(deadline)
+    out += sessions.rows(results)
     return out
 
 
@@ -457,6 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     (args.out / "table.md").write_text(markdown_table(results) + "\n")
+    if "sessions" in results:
+        (args.out / "sessions.md").write_text(sessions.markdown(results))
     pictures = charts.draw(results, args.out)
     if args.copy_charts:
         args.copy_charts.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,11 @@
 Each scenario runs workers against the moto server for a few seconds (much longer with
 ``--soak``), records every hold on the shared monotonic clock, and checks that no two
 holds of one item overlapped and that fencing tokens grew, then asserts its own
-guarantee. Figures go to ``chaos-results/chaos.jsonl`` (see docs/reliability.md).
+guarantee. The scenarios with many workers run in two modes: ``lease`` (one
+``locker.lease()`` per item) and ``session`` (workers hold one to three items at once
+under a ``locker.session()``); after either, every item must be free again within the
+lease duration plus the clock-skew allowance and one wait period. Figures go to
+``chaos-results/chaos.jsonl`` (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from .harness import (
     LogCounter,
     Recorder,
     check_no_orphans,
+    check_nothing_stuck,
     check_stopped_before_expiry,
     dropped,
+    session_worker,
     spike,
     worker,
 )
@@ -48,6 +54,21 @@ Chaos = tuple[ChaosClient, str]
 # several handovers per scenario, long enough for a loaded 2-core machine.
 LEASE = 2.4
 SKEW = 0.3  # max_clock_skew of the lockers, except in the clock-skew scenario
+# What a check of "free again within duration + skew + one wait period" allows on top
+# for the checker's own round trips (read the item, read its session, end it, take the
+# item) on a loaded 2-core machine.
+ROUND_TRIPS = 1.0
+
+
+@pytest.fixture(params=["lease", "session"])
+def holding(request: pytest.FixtureRequest) -> str:
+    """How the workers hold items: one ``locker.lease()`` each, or several per session."""
+    return str(request.param)
+
+
+def in_mode(scenario: str, mode: str) -> str:
+    """The scenario's name in the figures: the session-mode runs say so."""
+    return scenario if mode == "lease" else f"{scenario} [session mode]"
 
 
 async def add_items(store: LockStore, count: int) -> list[str]:
@@ -88,13 +109,36 @@ async def run_workers(
     wait_period: float = 0.25,
     clocks: list[Callable[[], int]] | None = None,
     max_clock_skew: float = SKEW,
-) -> None:
-    """Run ``workers`` lease loops for ``seconds``, each with its own store and locker."""
+    mode: str = "lease",
+    clock_offset: float = 0.0,
+) -> dict[str, Any]:
+    """Run ``workers`` lease loops for ``seconds``, each with its own store and locker.
+
+    In ``session`` mode worker ``i`` holds ``1 + i % 3`` items at once under a session.
+    Afterwards every item must be free again within ``duration`` + ``max_clock_skew`` +
+    ``clock_offset`` (how far the workers' clocks run ahead) + one wait period; returns
+    figures on that and on the sessions.
+    """
     stop_at = time.monotonic() + seconds
     tasks = []
     for i in range(workers):
         clock = clocks[i] if clocks else time.time_ns
         locker = Locker(LockStore(proxy, table, clock=clock), max_clock_skew=max_clock_skew)
+        if mode == "session":
+            tasks.append(
+                session_worker(
+                    locker,
+                    f"w{i}",
+                    recorder,
+                    stop_at,
+                    duration=duration,
+                    hold_time=hold_time,
+                    items=1 + i % 3,
+                    wait_period=wait_period,
+                    clock=clock,
+                )
+            )
+            continue
         tasks.append(
             worker(
                 locker,
@@ -108,35 +152,62 @@ async def run_workers(
             )
         )
     await asyncio.gather(*tasks)
+    stopped = time.monotonic()
+    # The check goes around the faults, on the raw client.
+    items = sorted(await LockStore(proxy.client, table).list_lease_ids())
+    again = await check_nothing_stuck(
+        proxy.client,
+        table,
+        items,
+        since=stopped,
+        bound=duration + max_clock_skew + clock_offset + wait_period + ROUND_TRIPS,
+        wait_period=wait_period,
+        max_clock_skew=max_clock_skew,
+    )
+    figures: dict[str, Any] = {"free_again_within_s": round(max(again, default=0.0), 2)}
+    if mode == "session":
+        figures.update(
+            sessions=recorder.sessions,
+            sessions_lost=recorder.sessions_lost,
+            session_starts_unavailable=recorder.sessions_unavailable,
+        )
+    return figures
 
 
 # -- contention -------------------------------------------------------------------------------
 
 
-async def test_contention_many_workers_over_few_items(chaos: Chaos, run_time: RunTime) -> None:
+async def test_contention_many_workers_over_few_items(
+    chaos: Chaos, run_time: RunTime, holding: str
+) -> None:
     proxy, table = chaos
     await add_items(LockStore(proxy, table), 2)
     recorder = Recorder()
     seconds = run_time(6)
     started = time.monotonic()
-    await run_workers(proxy, table, recorder, workers=8, seconds=seconds, hold_time=(0.02, 0.4))
+    extra = await run_workers(
+        proxy, table, recorder, workers=8, seconds=seconds, hold_time=(0.02, 0.4), mode=holding
+    )
     report = recorder.check()
     check_stopped_before_expiry(recorder, proxy)
     assert report.handovers >= 5, f"too little contention to prove anything: {report}"
     assert not recorder.losses, f"leases lost with no fault injected: {recorder.losses}"
     Figures.of(
-        "contention: 8 workers, 2 items",
+        in_mode("contention: 8 workers, 2 items", holding),
         time.monotonic() - started,
         report,
         recorder=recorder,
         acquisitions_refused=recorder.not_obtained,
+        **extra,
     ).publish()
 
 
 # -- throttling -------------------------------------------------------------------------------
 
 
-async def test_twenty_percent_throttling_loses_no_lease(chaos: Chaos, run_time: RunTime) -> None:
+async def test_twenty_percent_throttling_loses_no_lease(
+    chaos: Chaos, run_time: RunTime, holding: str
+) -> None:
     proxy, table = chaos
     await add_items(LockStore(proxy, table), 3)
     # The first two renewals are throttled for sure, then
@@ -148,7 +219,9 @@ async def test_twenty_percent_throttling_loses_no_lease(chaos: Chaos, run_time: 
     seconds = run_time(6)
     started = time.monotonic()
     with LogCounter() as logs:
-        await run_workers(proxy, table, recorder, workers=6, seconds=seconds, hold_time=(0.5, 2.5))
+        extra = await run_workers(
+            proxy, table, recorder, workers=6, seconds=seconds, hold_time=(0.5, 2.5), mode=holding
+        )
     proxy.clear()
     report = recorder.check()
     check_stopped_before_expiry(recorder, proxy)
@@ -158,12 +231,15 @@ async def test_twenty_percent_throttling_loses_no_lease(chaos: Chaos, run_time: 
     assert logs.count("transient error") > 0, "the store never saw a throttled call"
     assert not recorder.losses, f"throttling must be retried, not lose leases: {recorder.losses}"
     Figures.of(
-        "throttling 20% (ThrottlingException, ProvisionedThroughputExceededException)",
+        in_mode(
+            "throttling 20% (ThrottlingException, ProvisionedThroughputExceededException)", holding
+        ),
         time.monotonic() - started,
         report,
         faults=proxy.injected,
         recorder=recorder,
         calls=sum(proxy.calls.values()),
+        **extra,
     ).publish()
 
 
@@ -171,7 +247,7 @@ async def test_twenty_percent_throttling_loses_no_lease(chaos: Chaos, run_time: 
 
 
 async def test_latency_spikes_longer_than_the_heartbeat_period(
-    chaos: Chaos, run_time: RunTime
+    chaos: Chaos, run_time: RunTime, holding: str
 ) -> None:
     proxy, table = chaos
     await add_items(LockStore(proxy, table), 3)
@@ -182,7 +258,9 @@ async def test_latency_spikes_longer_than_the_heartbeat_period(
     recorder = Recorder()
     seconds = run_time(8)
     started = time.monotonic()
-    await run_workers(proxy, table, recorder, workers=5, seconds=seconds, hold_time=(0.2, 2.5))
+    extra = await run_workers(
+        proxy, table, recorder, workers=5, seconds=seconds, hold_time=(0.2, 2.5), mode=holding
+    )
     proxy.clear()
     report = recorder.check()
     checked = check_stopped_before_expiry(recorder, proxy)
@@ -190,12 +268,13 @@ async def test_latency_spikes_longer_than_the_heartbeat_period(
     taken = {why: n for why, n in recorder.losses.items() if "deadline" not in why}
     assert not taken, f"a live lease was taken over (only slowness was injected): {taken}"
     Figures.of(
-        "latency spikes of 1-2.5 heartbeat periods on 20% of calls",
+        in_mode("latency spikes of 1-2.5 heartbeat periods on 20% of calls", holding),
         time.monotonic() - started,
         report,
         faults=proxy.injected,
         recorder=recorder,
         holds_stopped_before_their_expiry=checked,
+        **extra,
     ).publish()
 
 
@@ -266,7 +345,7 @@ async def test_a_slow_answer_then_stuck_renewals_stop_the_work_before_the_stored
 
 
 async def test_dropped_responses_on_acquire_renew_and_release(
-    chaos: Chaos, run_time: RunTime
+    chaos: Chaos, run_time: RunTime, holding: str
 ) -> None:
     proxy, table = chaos
     await add_items(LockStore(proxy, table), 3)
@@ -277,8 +356,15 @@ async def test_dropped_responses_on_acquire_renew_and_release(
     seconds = run_time(6)
     started = time.monotonic()
     with LogCounter() as logs:
-        await run_workers(
-            proxy, table, recorder, workers=5, seconds=seconds, hold_time=(0.3, 2.0), duration=1.5
+        extra = await run_workers(
+            proxy,
+            table,
+            recorder,
+            workers=5,
+            seconds=seconds,
+            hold_time=(0.3, 2.0),
+            duration=1.5,
+            mode=holding,
         )
     proxy.clear()
     report = recorder.check()
@@ -294,11 +380,12 @@ async def test_dropped_responses_on_acquire_renew_and_release(
         f"{misreported} releases that landed looked failed"
     )
     Figures.of(
-        "dropped responses on 25% of acquire, renew and release",
+        in_mode("dropped responses on 25% of acquire, renew and release", holding),
         time.monotonic() - started,
         report,
         faults=proxy.injected,
         recorder=recorder,
+        **extra,
     ).publish()
 
 
@@ -482,10 +569,117 @@ async def test_a_killed_holder_process_is_taken_over_after_its_lease_not_before(
     ).publish()
 
 
+async def _take_any(
+    session: Any,
+    wait: float,
+    timeout: float,
+    taken: list[tuple[Lease, float, int]],
+    holds: list[Hold],
+) -> None:
+    """Take any item under ``session``; note when (monotonic, wall) and the hold."""
+    async with session.lease(wait_period=wait, timeout=timeout) as lease:
+        at = time.monotonic()
+        taken.append((lease, at, time.time_ns()))
+        await asyncio.sleep(0.1)
+    holds.append(Hold(lease.lease_id, "taker", lease.fencing_token, at, time.monotonic()))
+
+
+async def test_a_killed_session_holder_is_taken_over_after_its_session_not_before(
+    client: Any, dynamodb_endpoint: str, run_time: RunTime
+) -> None:
+    table = f"chaos-kill-session-{random.getrandbits(32):08x}"
+    store = await _created(LockStore(client, table))
+    items = await add_items(store, 3)
+    duration, skew, wait = 2.0, 0.5, 0.1
+    # Nothing a dead session held may stay stuck longer than this after the kill.
+    bound = duration + skew + wait + ROUND_TRIPS
+    holds: list[Hold] = []
+    stuck: list[float] = []
+    gaps: list[float] = []
+    started = time.monotonic()
+    stop_at = started + run_time(0)
+    while not holds or time.monotonic() < stop_at:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.chaos.holder_process",
+            dynamodb_endpoint,
+            table,
+            ",".join(items),
+            str(duration),
+            "session",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert child.stdout is not None
+        held: dict[str, tuple[int, float]] = {}
+        deadlines: list[float] = []
+        try:
+            while len(held) < len(items):
+                line = await asyncio.wait_for(child.stdout.readline(), 60)
+                assert line.startswith(b"held"), line
+                _, item, token, start = line.decode().split()
+                held[item] = (int(token), float(start))
+            while len(deadlines) < 2:  # the first deadline, then one session renewal
+                line = await asyncio.wait_for(child.stdout.readline(), 2 * duration)
+                deadlines.append(float(line.split()[1]))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            await child.wait()
+        killed_at = time.monotonic()
+        session_key = (await raw_row(client, table, items[0]))["LeaseSession"]["S"]
+        session_row = await raw_row(client, table, session_key)
+        stored_until = int(session_row["LeaseSessionUntil"]["N"])
+        rest = await child.stdout.read()
+        deadlines += [float(x.split()[1]) for x in rest.splitlines() if x.startswith(b"deadline")]
+        for item, (token, start) in held.items():
+            holds.append(Hold(item, "child", token, start, max(deadlines)))
+
+        # A session-mode taker asks for any item, three times at once: the pool scan must
+        # offer the dead session's items and judge the session before taking them.
+        locker = Locker(LockStore(client, table), max_clock_skew=skew)
+        taken: list[tuple[Lease, float, int]] = []
+
+        async with (
+            locker.session(LeaseRequest("taker", duration)) as session,
+            asyncio.TaskGroup() as group,
+        ):
+            for _ in items:
+                group.create_task(_take_any(session, wait, bound + 10, taken, holds))
+        await locker.aclose()
+        assert sorted(lease.lease_id for lease, _, _ in taken) == items
+        for lease, taken_at, taken_wall in taken:
+            assert taken_wall >= stored_until, (
+                f"{lease.lease_id} taken {(stored_until - taken_wall) / 1e9:.3f} s before "
+                "the killed holder's session expired"
+            )
+            assert lease.fencing_token > held[lease.lease_id][0], "the taker is not fenced"
+            stuck.append(taken_at - killed_at)
+            gaps.append((taken_wall - stored_until) / 1e9)
+        ended = await raw_row(client, table, session_key)
+        assert ended["LeaseSessionUntil"] == {"N": "0"}, f"the dead session was not ended: {ended}"
+        assert max(stuck) <= bound, (
+            f"an item of the killed session stayed stuck {max(stuck):.2f} s "
+            f"(> duration {duration} + skew {skew} + wait {wait} + {ROUND_TRIPS} s)"
+        )
+    report = check_history(holds)
+    Figures.of(
+        "session holder process (3 items) SIGKILLed [session mode]",
+        time.monotonic() - started,
+        report,
+        faults={"SIGKILL": len(stuck) // len(items)},
+        stuck_after_kill_s={"max": round(max(stuck), 2), "bound": bound},
+        takeover_after_session_expiry_s=[round(g, 2) for g in gaps][:20],
+    ).publish()
+
+
 # -- skewed clocks ------------------------------------------------------------------------------
 
 
-async def test_clocks_skewed_by_up_to_max_clock_skew(chaos: Chaos, run_time: RunTime) -> None:
+async def test_clocks_skewed_by_up_to_max_clock_skew(
+    chaos: Chaos, run_time: RunTime, holding: str
+) -> None:
     proxy, table = chaos
     await add_items(LockStore(proxy, table), 3)
     skew = 1.0  # more than the holder's safety margin (0.2 s): the skew allowance matters
@@ -500,7 +694,7 @@ async def test_clocks_skewed_by_up_to_max_clock_skew(chaos: Chaos, run_time: Run
     recorder = Recorder()
     seconds = run_time(9)
     started = time.monotonic()
-    await run_workers(
+    extra = await run_workers(
         proxy,
         table,
         recorder,
@@ -511,6 +705,8 @@ async def test_clocks_skewed_by_up_to_max_clock_skew(chaos: Chaos, run_time: Run
         clocks=clocks,
         max_clock_skew=skew,
         wait_period=0.1,
+        mode=holding,
+        clock_offset=max(offsets) / 1e9,
     )
     proxy.clear()
     report = recorder.check()
@@ -524,12 +720,16 @@ async def test_clocks_skewed_by_up_to_max_clock_skew(chaos: Chaos, run_time: Run
         )
     assert after_expiry >= 1, "no lease was taken over after an expiry: the skew went untested"
     Figures.of(
-        f"clocks skewed by {skew:.0f} s = max_clock_skew, renewals and releases hanging",
+        in_mode(
+            f"clocks skewed by {skew:.0f} s = max_clock_skew, renewals and releases hanging",
+            holding,
+        ),
         time.monotonic() - started,
         report,
         faults=proxy.injected,
         recorder=recorder,
         takeovers_after_expiry=after_expiry,
+        **extra,
     ).publish()
 
 

@@ -9,6 +9,7 @@ the moment the lease may be lost::
             ...  # cancelled, and LeaseLostError raised, if the lease is lost
 """
 
+from ._balance import draining
 from ._errors import (
     LeaseError,
     LeaseLostError,
@@ -68,6 +69,7 @@ __all__ = [
     "SessionLost",
     "SessionRenewed",
     "SessionStarted",
+    "draining",
     "global_lock_store",
     "set_logger",
     "setup_lock_store_global",

@@ -17,8 +17,9 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from ._balance import Balancer
 from ._errors import LeaseError, LeaseLostError
 from ._events import SessionEnded, SessionStarted
 from ._heartbeat import MAX_RELEASE_TIME, Heartbeat, Heartbeats, Hold, Keeper, describe
@@ -77,6 +78,7 @@ class LeaseSession:
         self._request = request
         self._keeper = keeper
         self._store = store
+        self._locker = locker
         self._obtain_item = locker._obtain
         self._rows = Heartbeats(keeper, period, renew=self._renew, release=self._end)
         self._item_source = _SessionItems(self)
@@ -174,6 +176,23 @@ class LeaseSession:
             raise TypeError(f"work must be a coroutine function, not {type(work).__name__}")
         async with self.lease(lease_id, wait_period=wait_period, timeout=timeout) as lease:
             return await work(lease)
+
+    async def serve(
+        self,
+        work: Callable[[Lease], Awaitable[object]],
+        *,
+        max_leases: int | None = None,
+        wait_period: float = 1.0,
+        drain_grace: float | None = None,
+    ) -> NoReturn:
+        """Hold this worker's fair share of the pool, running ``await work(lease)`` for each
+        item in a task of its own, until cancelled (docs/balancing.md). Cancelling drains
+        every item (``aiolease.draining()`` is set; cancelled after ``drain_grace``, by
+        default a third of the duration) and releases it before the cancellation propagates.
+        """
+        await Balancer(
+            self, work, max_leases=max_leases, wait_period=wait_period, drain_grace=drain_grace
+        ).serve()
 
     async def _obtain(
         self, lease_id: str | None, wait_period: float, timeout: float | None

@@ -36,7 +36,8 @@ LAYERS: list[list[str]] = [
     ["_acquire", "_renew", "_release", "_admin", "_connect", "_sessions_store"],
     ["_store", "_global"],  # LockStore
     ["_sessions_take", "_takeover"],  # judging sessions' items; the takeover rules
-    ["_heartbeat", "_scope", "_session", "_locker"],  # time and tasks: keeper, scopes, locker
+    # time and tasks: keeper, scopes, balancing, sessions, locker
+    ["_heartbeat", "_scope", "_balance", "_session", "_locker"],
     [
         "",
         "testing._server",

@@ -1,0 +1,270 @@
+"""Fair-share serving on a session: ``session.serve(work)`` (docs/balancing.md).
+
+Each wait period the balancer reads the pool (one scan of the items, one of the session
+rows), computes this worker's share (the items divided by the live sessions, the first
+``items % n`` sessions by ID getting one more, capped by ``max_leases``) and moves towards
+it: below its share it takes free, expired and dead sessions' items, preferring those a
+deterministic plan gives it (so that workers racing over a fresh pool seldom collide);
+above its share it drains and releases the extra items for the others to take. It never
+takes a live lease: only what the takeover rule finds takeable, by one conditional write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import hashlib
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ._errors import LeaseLostError, LeaseNotObtainedError, LeaseUnavailableError
+from ._log import get_logger
+from ._scope import LeaseScope
+from ._types import MAX_NS, SESSION_PREFIX, Lease, LeaseItem, SessionRow
+
+if TYPE_CHECKING:
+    from ._session import LeaseSession
+
+__all__ = ["Balancer", "draining", "fair_share", "plan", "preference"]
+
+_DRAINING: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("aiolease_draining")
+
+
+def draining() -> asyncio.Event:
+    """The event ``session.serve()`` sets when it wants the current item back.
+
+    Read it in ``work`` (or any task it starts): once set, finish the batch in hand and
+    return within the drain grace, after which ``work`` is cancelled. ``RuntimeError``
+    outside a ``work`` run by ``serve()``.
+    """
+    try:
+        return _DRAINING.get()
+    except LookupError:
+        raise RuntimeError("aiolease.draining() is only known inside work run by serve()") from None
+
+
+def preference(session_id: str, item_id: str) -> int:
+    """The rendezvous (highest-random-weight) score of an item for a session: stable, and
+    different workers rank the pool differently."""
+    digest = hashlib.blake2b(f"{session_id}\0{item_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def fair_share(items: int, members: list[str], me: str) -> int:
+    """``me``'s share of ``items`` among ``members`` (sorted session IDs): counts differ by
+    at most one, the first ``items % n`` members getting the extra one."""
+    ranked = sorted(set(members) | {me})
+    base, extra = divmod(items, len(ranked))
+    return base + (1 if ranked.index(me) < extra else 0)
+
+
+def plan(items: Iterable[str], members: list[str]) -> dict[str, str]:
+    """A deterministic assignment of every item to a member, each getting its fair share.
+
+    Every worker that sees the same pool and members computes the same plan, so each one
+    goes first for items no other worker goes first for. Each item goes to its highest
+    scoring member; a member keeps its best-scoring items up to its share, and the surplus
+    goes, item by item, to the best-scoring member still below its share.
+    """
+    ranked = sorted(set(members))
+    ids = sorted(items)
+    if not ranked:
+        return {}
+    shares = {m: fair_share(len(ids), ranked, m) for m in ranked}
+    scores = {m: {i: preference(m, i) for i in ids} for m in ranked}
+    wanted: dict[str, list[str]] = {m: [] for m in ranked}
+    for i in ids:
+        wanted[max(ranked, key=lambda m: scores[m][i])].append(i)
+    assigned: dict[str, str] = {}
+    surplus: list[str] = []
+    for m in ranked:
+        mine = sorted(wanted[m], key=lambda i: scores[m][i], reverse=True)
+        for i in mine[: shares[m]]:
+            assigned[i] = m
+        surplus.extend(mine[shares[m] :])
+        shares[m] -= min(shares[m], len(mine))
+    for i in sorted(surplus):
+        room = [m for m in ranked if shares[m] > 0]
+        best = max(room, key=lambda m: scores[m][i])
+        assigned[i] = best
+        shares[best] -= 1
+    return assigned
+
+
+@dataclass
+class _Slot:
+    """One item this worker holds (or is taking): its task and its drain signal."""
+
+    item_id: str
+    drain: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    cutoff: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class View:
+    """One wait period's reading of the pool: the items and the live sessions."""
+
+    items: list[LeaseItem]
+    live: list[str]  # session IDs, sorted
+
+
+class Balancer:
+    """The loop behind ``session.serve()``; one per call."""
+
+    def __init__(
+        self,
+        session: LeaseSession,
+        work: Callable[[Lease], Awaitable[Any]],
+        *,
+        max_leases: int | None,
+        wait_period: float,
+        drain_grace: float | None,
+    ) -> None:
+        if not callable(work):
+            raise TypeError(f"work must be a coroutine function, not {type(work).__name__}")
+        if max_leases is not None and (
+            isinstance(max_leases, bool) or not isinstance(max_leases, int) or max_leases < 0
+        ):
+            raise ValueError(f"max_leases must be None or an int >= 0, not {max_leases!r}")
+        for name, value in (("wait_period", wait_period), ("drain_grace", drain_grace)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+        self._session = session
+        self._work = work
+        self._max = max_leases
+        self._wait = float(wait_period)
+        # Default: a third of the session's duration (its default heartbeat period).
+        duration = session.request.duration
+        self._grace = duration / 3 if drain_grace is None else float(drain_grace)
+        self._slots: dict[str, _Slot] = {}
+        self._skew = session._locker.max_clock_skew
+
+    @property
+    def held(self) -> list[str]:
+        """The items held or being taken now, not counting those draining."""
+        return [s.item_id for s in self._slots.values() if not s.drain.is_set()]
+
+    async def serve(self) -> NoReturn:
+        """Keep the fair share until cancelled; on cancellation drain and release everything."""
+        async with asyncio.TaskGroup() as tg:
+            try:
+                while True:
+                    try:
+                        await self.step(tg)
+                    except LeaseUnavailableError as exc:
+                        get_logger().warning("balancing %s: %s", self._session.lessee_id, exc)
+                    # Jitter down: workers that started together drift apart.
+                    await asyncio.sleep(self._wait * random.uniform(0.8, 1.0))
+            except asyncio.CancelledError:
+                await self._drain_all()
+                raise
+
+    async def read(self) -> View:
+        """The pool (consistent scan, bookkeeping only) and the live sessions (clock rule)."""
+        store = self._session._store
+        rows: list[SessionRow] = await store.list_sessions()
+        cutoff = store.clock.wall_ns() - int(self._skew * 1e9)
+        live = sorted(r.session_id for r in rows if not r.ended and r.until_ns >= cutoff)
+        items = [
+            item
+            async for item in store.scan(
+                consistent_read=True, projection_only=True, leasable_only=True
+            )
+            if not item.lease_id.startswith(SESSION_PREFIX)
+        ]
+        return View(items, live)
+
+    def target(self, view: View) -> int:
+        """This worker's share of the pool now, capped by ``max_leases``."""
+        share = fair_share(len(view.items), view.live, self._session.session_id)
+        return share if self._max is None else min(share, self._max)
+
+    async def step(self, tg: asyncio.TaskGroup) -> None:
+        """One wait period's move towards the share: take or drain the difference."""
+        view = await self.read()
+        me = self._session.session_id
+        target = self.target(view)
+        members = sorted(set(view.live) | {me})
+        planned = plan((i.lease_id for i in view.items), members)
+        held = self.held
+        if len(held) > target:
+            # Release first what the plan gives to others, then what we like least.
+            order = sorted(held, key=lambda i: (planned.get(i) == me, preference(me, i)))
+            for item_id in order[: len(held) - target]:
+                self.drain(item_id)
+            return
+        if len(held) == target:
+            return
+        live = set(members)
+        candidates = [
+            i for i in view.items if i.lease_id not in self._slots and self._takeable(i, live)
+        ]
+        candidates.sort(key=lambda i: (planned.get(i.lease_id) != me, -preference(me, i.lease_id)))
+        for item in candidates[: target - len(held)]:
+            slot = _Slot(item.lease_id)
+            self._slots[item.lease_id] = slot
+            slot.task = tg.create_task(self._hold(slot), name=f"aiolease-serve:{item.lease_id}")
+
+    def _takeable(self, item: LeaseItem, live: set[str]) -> bool:
+        """Whether the takeover rule may let us take ``item`` (only a hint: the write decides)."""
+        if item.lessee_id is None:
+            return True
+        if item.session is not None:
+            return item.session not in live  # a dead or expired session's item
+        if item.until_ns == MAX_NS:
+            return False  # an index row of a session-held item: judged when free
+        return self._session._store.expired(item, self._skew)
+
+    def drain(self, item_id: str) -> None:
+        """Ask ``item_id``'s work to finish (``draining()`` is set); cancel it after the grace."""
+        slot = self._slots.get(item_id)
+        if slot is None or slot.drain.is_set():
+            return
+        slot.drain.set()
+        if slot.task is not None:
+            slot.cutoff = asyncio.get_running_loop().call_later(self._grace, slot.task.cancel)
+
+    async def _drain_all(self) -> None:
+        """Drain every item and wait for their releases (each bounded by the grace)."""
+        for item_id in list(self._slots):
+            self.drain(item_id)
+        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _take(self, item_id: str) -> Lease:
+        """One try at ``item_id`` under the session, by the locker's takeover rule."""
+        session = self._session
+        row = session._live_row()
+        locker = session._locker
+        started = locker._keeper.clock.monotonic()
+        lease = await locker._rule.obtain_named(locker.store, session.request, item_id, session=row)
+        locker._log_acquired(lease, started)
+        return lease
+
+    async def _hold(self, slot: _Slot) -> None:
+        """Take the slot's item and run ``work`` on it until it returns, drains or is lost."""
+        _DRAINING.set(slot.drain)
+        session = self._session
+        scope = LeaseScope._held_by(
+            session._keeper, functools.partial(self._take, slot.item_id), session._item_source
+        )
+        try:
+            async with scope as lease:
+                await self._work(lease)
+        except LeaseNotObtainedError:
+            pass  # another worker was first: the next period looks again
+        except LeaseUnavailableError as exc:
+            get_logger().warning("taking %r: %s", slot.item_id, exc)
+        except LeaseLostError as exc:
+            get_logger().info("serving %r: %s", slot.item_id, exc)
+        finally:
+            if slot.cutoff is not None:
+                slot.cutoff.cancel()
+            self._slots.pop(slot.item_id, None)

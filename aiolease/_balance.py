@@ -23,12 +23,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ._errors import LeaseLostError, LeaseNotObtainedError, LeaseUnavailableError
 from ._log import get_logger
 from ._scope import LeaseScope
-from ._types import MAX_NS, SESSION_PREFIX, Lease, LeaseItem, SessionRow
+from ._types import MAX_NS, Lease, LeaseItem, SessionRow
+from ._wire import pool, rows
 
 if TYPE_CHECKING:
     from ._session import LeaseSession
 
 __all__ = ["Balancer", "draining", "fair_share", "plan", "preference"]
+
+# On a change of membership, read again this long (a fraction of the wait period) later,
+# up to this many times, until two reads agree.
+SETTLE_FRACTION = 0.2
+SETTLE_READS = 3
 
 _DRAINING: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("aiolease_draining")
 
@@ -144,6 +150,7 @@ class Balancer:
         self._grace = duration / 3 if drain_grace is None else float(drain_grace)
         self._slots: dict[str, _Slot] = {}
         self._skew = session._locker.max_clock_skew
+        self._members: list[str] | None = None  # the live sessions as last read
 
     @property
     def held(self) -> list[str]:
@@ -166,18 +173,22 @@ class Balancer:
                 raise
 
     async def read(self) -> View:
-        """The pool (consistent scan, bookkeeping only) and the live sessions (clock rule)."""
+        """The pool and the live sessions (clock rule), from one consistent scan."""
         store = self._session._store
-        rows: list[SessionRow] = await store.list_sessions()
+        table = store._table
+        items: list[LeaseItem] = []
+        sessions: list[SessionRow] = []
+        async for page in table.pages("scan", pool.scan_pool(table.schema)):
+            for raw in page.get("Items", []):
+                row = rows.session_row(table.schema, raw)
+                if row is not None:
+                    sessions.append(row)
+                elif (item := rows.item(table.schema, raw)) is not None and not (
+                    table.skip_malformed(item.lease_id, raw)
+                ):
+                    items.append(item)
         cutoff = store.clock.wall_ns() - int(self._skew * 1e9)
-        live = sorted(r.session_id for r in rows if not r.ended and r.until_ns >= cutoff)
-        items = [
-            item
-            async for item in store.scan(
-                consistent_read=True, projection_only=True, leasable_only=True
-            )
-            if not item.lease_id.startswith(SESSION_PREFIX)
-        ]
+        live = sorted(r.session_id for r in sessions if not r.ended and r.until_ns >= cutoff)
         return View(items, live)
 
     def target(self, view: View) -> int:
@@ -188,6 +199,15 @@ class Balancer:
     async def step(self, tg: asyncio.TaskGroup) -> None:
         """One wait period's move towards the share: take or drain the difference."""
         view = await self.read()
+        # Membership seen changing (a start, a join, a leave): read again until two reads a
+        # moment apart agree, so that workers starting together do not each take (and
+        # then give back) a share computed from the few sessions that had started yet.
+        for _ in range(SETTLE_READS):
+            if view.live == self._members:
+                break
+            self._members = view.live
+            await asyncio.sleep(self._wait * SETTLE_FRACTION)
+            view = await self.read()
         me = self._session.session_id
         target = self.target(view)
         members = sorted(set(view.live) | {me})

@@ -28,6 +28,7 @@ LAYERS: list[list[str]] = [
         "_wire.codes",
         "_wire.requests",
         "_wire.sessions",
+        "_wire.pool",
         "_wire.rows",
         "_wire.calls",
     ],

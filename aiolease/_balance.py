@@ -35,6 +35,9 @@ __all__ = ["Balancer", "draining", "fair_share", "plan", "preference"]
 # up to this many times, until two reads agree.
 SETTLE_FRACTION = 0.2
 SETTLE_READS = 3
+# Below its share with nothing to take, a worker looks again after this fraction of the
+# wait period (its items are on their way: workers above their share are draining them).
+SHORT_FRACTION = 0.25
 
 _DRAINING: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("aiolease_draining")
 
@@ -162,12 +165,16 @@ class Balancer:
         async with asyncio.TaskGroup() as tg:
             try:
                 while True:
+                    short = False
                     try:
-                        await self.step(tg)
+                        short = await self.step(tg)
                     except LeaseUnavailableError as exc:
                         get_logger().warning("balancing %s: %s", self._session.lessee_id, exc)
+                    # Short of its share with nothing to take: items are being handed over
+                    # (drained by workers above their share), so look again sooner.
+                    pause = self._wait * (SHORT_FRACTION if short else 1.0)
                     # Jitter down: workers that started together drift apart.
-                    await asyncio.sleep(self._wait * random.uniform(0.8, 1.0))
+                    await asyncio.sleep(pause * random.uniform(0.8, 1.0))
             except asyncio.CancelledError:
                 await self._drain_all()
                 raise
@@ -196,8 +203,11 @@ class Balancer:
         share = fair_share(len(view.items), view.live, self._session.session_id)
         return share if self._max is None else min(share, self._max)
 
-    async def step(self, tg: asyncio.TaskGroup) -> None:
-        """One wait period's move towards the share: take or drain the difference."""
+    async def step(self, tg: asyncio.TaskGroup) -> bool:
+        """One wait period's move towards the share: take or drain the difference.
+
+        True if this worker is below its share and found too few items to take.
+        """
         view = await self.read()
         # Membership seen changing (a start, a join, a leave): read again until two reads a
         # moment apart agree, so that workers starting together do not each take (and
@@ -218,9 +228,9 @@ class Balancer:
             order = sorted(held, key=lambda i: (planned.get(i) == me, preference(me, i)))
             for item_id in order[: len(held) - target]:
                 self.drain(item_id)
-            return
+            return False
         if len(held) == target:
-            return
+            return False
         live = set(members)
         candidates = [
             i for i in view.items if i.lease_id not in self._slots and self._takeable(i, live)
@@ -230,6 +240,7 @@ class Balancer:
             slot = _Slot(item.lease_id)
             self._slots[item.lease_id] = slot
             slot.task = tg.create_task(self._hold(slot), name=f"aiolease-serve:{item.lease_id}")
+        return len(candidates) < target - len(held)
 
     def _takeable(self, item: LeaseItem, live: set[str]) -> bool:
         """Whether the takeover rule may let us take ``item`` (only a hint: the write decides)."""

@@ -163,12 +163,14 @@ async def race(endpoint_url: str, workers: int = 20, items: int = 200) -> dict[s
     }
 
 
-async def convergence(endpoint_url: str, workers: int = 8, items: int = 200) -> dict[str, Any]:
+async def convergence(
+    endpoint_url: str, workers: int = 8, items: int = 200, wait: float = 1.0
+) -> dict[str, Any]:
     """Join, graceful leave and a frozen worker: time to max-min <= 1, in wait periods."""
-    wait = 0.5
+    duration = 6 * wait
     async with open_client(endpoint_url) as raw:
         table = await _fresh(raw, "balance-conv", items)
-        pool = _Pool(raw, table, wait=wait, duration=3.0)
+        pool = _Pool(raw, table, wait=wait, duration=duration)
         began = time.monotonic()
         sampler = asyncio.create_task(pool.sample(began))
         for w in range(workers):
@@ -193,7 +195,7 @@ async def convergence(endpoint_url: str, workers: int = 8, items: int = 200) -> 
         "workers": workers,
         "items": items,
         "wait_period_s": wait,
-        "session_duration_s": 3.0,
+        "session_duration_s": duration,
         "seconds": phases,
         "wait_periods": {k: v / wait for k, v in phases.items()},
         "handoff_latency_s": summary(pool.handoffs),

@@ -98,6 +98,10 @@ PRINTS: dict[str, list[str]] = {
         "items still held: 0",
     ],
     "fair_share.py": ["shards processed: 12 of 12"],
+    "balancing.py": [
+        "3 workers hold [4, 4, 4] shards",
+        "4 workers hold [3, 3, 3, 3] shards",
+    ],
     "pool_worker.py": ["worker-1 holds shard-", "worker-1 released shard-"],
     "go_shared_table.py": [
         "took shard-1 over from the Go worker: token 1",

@@ -123,6 +123,21 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(alpha=0.3, which="both")
         ax.legend()
         paths.append(_save(fig, out / "sessions.png"))
+
+    balance = (results.get("balancing") or {}).get("convergence")
+    if balance and balance.get("samples"):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        names = sorted({name for _, counts in balance["samples"] for name in counts})
+        for name in names:
+            xs = [t for t, counts in balance["samples"] if name in counts]
+            ys = [counts[name] for _, counts in balance["samples"] if name in counts]
+            ax.step(xs, ys, where="post", label=name, linewidth=1)
+        ax.set_xlabel("seconds (a worker joins, one stops gracefully, one freezes)")
+        ax.set_ylabel("items held")
+        ax.set_title(f"session.serve(): items per worker, {balance['items']} items")
+        ax.grid(alpha=0.3)
+        ax.legend(ncol=3, fontsize="small")
+        paths.append(_save(fig, out / "balancing.png"))
     return paths
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from aiolease.testing import MotoServer
 
 from . import (
+    balancing,
     charts,
     contention,
     edf,
@@ -49,6 +50,7 @@ SECTIONS = (
     "contention",
     "failover",
     "sessions",
+    "balancing",
     "hotpath",
     "edf",
 )
@@ -238,6 +240,10 @@ async def run(args: argparse.Namespace, endpoint_url: str) -> dict[str, Any]:
                 skew=SKEW,
                 wait=CRASH_WAIT,
             ),
+        )
+    if "balancing" in sections:
+        results["balancing"] = await section(
+            "balancing (session.serve: race, join, leave)", balancing.balancing(endpoint_url)
         )
     results["seconds"] = timings
     results["load_after"] = load_average()
@@ -461,6 +467,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
     if deadline := results.get("edf"):
         out += edf.edf_rows(deadline)
     out += sessions.rows(results)
+    out += balancing.rows(results)
     return out
 
 

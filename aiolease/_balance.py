@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ._errors import LeaseLostError, LeaseNotObtainedError, LeaseUnavailableError
 from ._log import get_logger
 from ._scope import LeaseScope
-from ._types import MAX_NS, Lease, LeaseItem, SessionRow
-from ._wire import pool, rows
+from ._types import MAX_NS, Lease, LeaseItem
 
 if TYPE_CHECKING:
     from ._session import LeaseSession
@@ -182,18 +181,7 @@ class Balancer:
     async def read(self) -> View:
         """The pool and the live sessions (clock rule), from one consistent scan."""
         store = self._session._store
-        table = store._table
-        items: list[LeaseItem] = []
-        sessions: list[SessionRow] = []
-        async for page in table.pages("scan", pool.scan_pool(table.schema)):
-            for raw in page.get("Items", []):
-                row = rows.session_row(table.schema, raw)
-                if row is not None:
-                    sessions.append(row)
-                elif (item := rows.item(table.schema, raw)) is not None and not (
-                    table.skip_malformed(item.lease_id, raw)
-                ):
-                    items.append(item)
+        items, sessions = await store.read_pool()
         cutoff = store.clock.wall_ns() - int(self._skew * 1e9)
         live = sorted(r.session_id for r in sessions if not r.ended and r.until_ns >= cutoff)
         return View(items, live)

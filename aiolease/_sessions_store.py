@@ -20,12 +20,13 @@ from ._table import Table
 from ._types import (
     SESSION_PREFIX,
     Lease,
+    LeaseItem,
     LeaseRequest,
     SessionRow,
     check_lease,
     ns_to_datetime,
 )
-from ._wire import requests, rows, sessions
+from ._wire import pool, requests, rows, sessions
 from ._wire.calls import Retried
 from ._wire.codes import CONDITION_FAILED, Expected
 
@@ -299,6 +300,22 @@ async def list_all(table: Table) -> list[SessionRow]:
     return found
 
 
+async def read_pool(table: Table) -> tuple[list[LeaseItem], list[SessionRow]]:
+    """Every item and every session row, from one consistent scan (bookkeeping only)."""
+    items: list[LeaseItem] = []
+    found: list[SessionRow] = []
+    async for page in table.pages("scan", pool.scan_pool(table.schema)):
+        for raw in page.get("Items", []):
+            row = rows.session_row(table.schema, raw)
+            if row is not None:
+                found.append(row)
+            elif (item := rows.item(table.schema, raw)) is not None and not (
+                table.skip_malformed(item.lease_id, raw)
+            ):
+                items.append(item)
+    return items, found
+
+
 class SessionMethods:
     """The store's session coroutines (mixed into ``LockStore``, which holds ``_table``)."""
 
@@ -337,3 +354,8 @@ class SessionMethods:
     async def list_sessions(self) -> list[SessionRow]:
         """Every session row: live, expired, and ended ones (tombstones)."""
         return await list_all(self._table)
+
+    async def read_pool(self) -> tuple[list[LeaseItem], list[SessionRow]]:
+        """Every item and every session row from one consistent scan of the table, for
+        ``session.serve()``'s balancing (an item scan and a session scan read it twice)."""
+        return await read_pool(self._table)

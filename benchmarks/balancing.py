@@ -240,7 +240,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             for k in ("join", "graceful_leave")
         ),
         (
-            "serve(): a frozen worker's items re-balanced (session 3 s, wait 0.5 s)",
+            f"serve(): a frozen worker's items re-balanced (session {c['session_duration_s']:g} s, "
+            f"wait {c['wait_period_s']:g} s)",
             f"{c['seconds']['frozen_worker']:.2f} s",
             "-",
             "-",

@@ -244,6 +244,41 @@ async def test_a_dead_workers_items_are_taken_once_its_session_expires(
         await task
 
 
+async def test_with_fewer_items_than_workers_each_item_has_one_worker(
+    client: Any, table_name: str
+) -> None:
+    setup = LockStore(client, table_name)
+    await setup.create_table()
+    for n in range(3):
+        await setup.add_item(f"few-{n}")
+    p = Pool(client, table_name)
+    try:
+        for n in range(7):
+            p.start(f"w{n}")
+        await p.until(lambda: sorted(p.counts()) == [0, 0, 0, 0, 1, 1, 1], 2.0, "7 on 3")
+        await asyncio.sleep(3 * WAIT)  # and it stays so: nobody above its share of 1
+        assert sorted(p.counts()) == [0, 0, 0, 0, 1, 1, 1]
+    finally:
+        await p.aclose()
+        await setup.aclose()
+
+
+async def test_losing_the_session_ends_serve_with_lease_lost(
+    pool: tuple[Pool, list[str]],
+) -> None:
+    p, ids = pool
+    frozen = Frozen(p.client)
+    p.start("w0", client=frozen)
+    await p.until(lambda: p.balanced(len(ids)), 2.0, "one worker")
+    frozen.frozen = True  # renewals hang: the session's local deadline passes
+    await p.until(lambda: not p.holding["w0"], DURATION + 0.5, "work stopped by the loss")
+    task = p.tasks.pop("w0")
+    # Then serve() ends with the session's loss, once the (hanging) releases and the end
+    # write have given up (each bounded by the session's duration).
+    with pytest.raises(aiolease.LeaseLostError):
+        await asyncio.wait_for(task, 3 * DURATION)
+
+
 async def test_bad_arguments_are_refused_before_anything_is_taken(
     client: Any, table_name: str
 ) -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from aiolease._balance import fair_share, plan
 
 from .history import Hold, check_history
 
+ROOT = str(Path(__file__).resolve().parent.parent)  # for the subprocess's imports
 WAIT = 0.2  # the wait period of every worker here (seconds)
 DURATION = 2.0  # session duration
 
@@ -60,6 +64,7 @@ class Pool:
         self.holding: dict[str, set[str]] = {}
         self.holds: list[Hold] = []
         self.drained: Counter[str] = Counter()  # items whose work saw draining() set
+        self.taken_at: dict[str, int] = {}  # item -> wall-clock ns its latest work started
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stores: list[LockStore] = []
 
@@ -85,6 +90,7 @@ class Pool:
 
         async def work(lease: Lease) -> None:
             start = time.monotonic()
+            self.taken_at[lease.lease_id] = time.time_ns()
             self.holding[name].add(lease.lease_id)
             try:
                 if obey_drain:
@@ -277,6 +283,59 @@ async def test_losing_the_session_ends_serve_with_lease_lost(
     # write have given up (each bounded by the session's duration).
     with pytest.raises(aiolease.LeaseLostError):
         await asyncio.wait_for(task, 3 * DURATION)
+
+
+KILLED_WORKER = """
+import asyncio, sys
+from aiolease import LeaseRequest, Locker, LockStore
+from aiolease.testing import fake_session
+
+async def main(endpoint, table):
+    async with fake_session().client("dynamodb", endpoint_url=endpoint) as client:
+        locker = Locker(LockStore(client, table), max_clock_skew=0.2)
+        async with locker.session(LeaseRequest("killed", 2.0)) as session:
+            async def work(lease):
+                print(lease.lease_id, flush=True)
+                await asyncio.Event().wait()
+            await session.serve(work, wait_period=0.2)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_sigkilled_process_items_are_taken_only_after_its_session_expired(
+    dynamodb_endpoint: str, pool: tuple[Pool, list[str]]
+) -> None:
+    p, ids = pool
+    p.start("w0")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        KILLED_WORKER,
+        dynamodb_endpoint,
+        p.table_name,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        held_there: set[str] = set()
+        async with asyncio.timeout(20):
+            while len(held_there) < len(ids) // 2 or p.counts() != [len(ids) // 2]:
+                line = await asyncio.wait_for(proc.stdout.readline(), 10)
+                held_there.add(line.decode().strip())
+    finally:
+        proc.kill()  # SIGKILL: no release, no end of its session
+        await proc.wait()
+    store = LockStore(p.client, p.table_name)
+    [killed] = [row for row in await store.list_sessions() if row.lessee_id == "killed"]
+    await store.aclose()
+    await p.until(lambda: p.counts() == [len(ids)], 2.0 + 0.2 + 5 * WAIT + 1.0, "after SIGKILL")
+    for item in held_there:
+        # Never before the killed session's last stored expiry (plus the skew) had passed.
+        assert p.taken_at[item] > killed.until_ns + 200_000_000, item
 
 
 async def test_bad_arguments_are_refused_before_anything_is_taken(

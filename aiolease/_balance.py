@@ -28,7 +28,7 @@ from ._types import MAX_NS, Lease, LeaseItem
 if TYPE_CHECKING:
     from ._session import LeaseSession
 
-__all__ = ["Balancer", "draining", "fair_share", "plan", "preference"]
+__all__ = ["Balancer", "draining", "fair_share", "plan", "preference", "serve"]
 
 # On a change of membership, read again this long (a fraction of the wait period) later,
 # up to this many times, until two reads agree.
@@ -100,6 +100,29 @@ def plan(items: Iterable[str], members: list[str]) -> dict[str, str]:
         assigned[i] = best
         shares[best] -= 1
     return assigned
+
+
+async def serve(
+    self: LeaseSession,
+    work: Callable[[Lease], Awaitable[object]],
+    *,
+    max_leases: int | None = None,
+    wait_period: float = 1.0,
+    drain_grace: float | None = None,
+) -> NoReturn:
+    """Hold this worker's fair share of the pool, running ``await work(lease)`` for each
+    item in a task of its own, until cancelled (docs/balancing.md).
+
+    The share is the table's items divided by the live sessions (counts differ by at most
+    one), capped by ``max_leases``, recomputed every ``wait_period``. Items above the share
+    are drained and released: ``aiolease.draining()`` is set for their ``work``, which is
+    cancelled after ``drain_grace`` (default: a third of the session's duration).
+    Cancelling ``serve()`` drains and releases every item before the cancellation
+    propagates. Only free, expired and dead sessions' items are taken, never live ones.
+    """
+    await Balancer(
+        self, work, max_leases=max_leases, wait_period=wait_period, drain_grace=drain_grace
+    ).serve()
 
 
 @dataclass

@@ -17,9 +17,9 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._balance import Balancer
+from ._balance import serve as _serve
 from ._errors import LeaseError, LeaseLostError
 from ._events import SessionEnded, SessionStarted
 from ._heartbeat import MAX_RELEASE_TIME, Heartbeat, Heartbeats, Hold, Keeper, describe
@@ -177,22 +177,7 @@ class LeaseSession:
         async with self.lease(lease_id, wait_period=wait_period, timeout=timeout) as lease:
             return await work(lease)
 
-    async def serve(
-        self,
-        work: Callable[[Lease], Awaitable[object]],
-        *,
-        max_leases: int | None = None,
-        wait_period: float = 1.0,
-        drain_grace: float | None = None,
-    ) -> NoReturn:
-        """Hold this worker's fair share of the pool, running ``await work(lease)`` for each
-        item in a task of its own, until cancelled (docs/balancing.md). Cancelling drains
-        every item (``aiolease.draining()`` is set; cancelled after ``drain_grace``, by
-        default a third of the duration) and releases it before the cancellation propagates.
-        """
-        await Balancer(
-            self, work, max_leases=max_leases, wait_period=wait_period, drain_grace=drain_grace
-        ).serve()
+    serve = _serve  # session.serve(work): the fair share of the pool (docs/balancing.md)
 
     async def _obtain(
         self, lease_id: str | None, wait_period: float, timeout: float | None

@@ -5,7 +5,8 @@ docs/protocol.md.
 ``python model/run.py`` runs every check and fails on any violation or on a search that
 was cut short (depth, memory, an incomplete search). ``--mutants`` runs the broken
 variants instead and fails unless the checker catches each one (with the property it
-must violate), printing a one-line summary of each counterexample. Build artefacts go to a temporary directory.
+must violate), printing a one-line summary of each counterexample. Build artefacts go
+to a temporary directory.
 Standard library only; needs ``spin`` and ``gcc`` on PATH.
 """
 
@@ -333,7 +334,10 @@ def replay(check: Check, work: Path, *, only_mutex: bool) -> str:
         if "now<dl[j]" in text or re.search(VIOLATION[(SESSION, "S1")], text):
             text = "two workers inside their work at once (P1/S1 violated)"
         elif "ended" in text and check.model == SESSION:
-            text = "a write landed on the ended session row, or an item of K taken before K's end (S2 violated)"
+            text = (
+                "a write landed on the ended session row, or an item of K was taken "
+                "before K's end (S2 violated)"
+            )
         events.append((events[-1][0] if events else 0, "=> " + text))
     return "; ".join(f"t={t} {text}" for t, text in events)
 

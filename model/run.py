@@ -142,18 +142,35 @@ CHECKS += [
         model=SESSION,
     ),
     Check(
-        "session-liveness",
-        "L under weak fairness: prompt holder and clock-rule taker, 1 item, reliable network, "
-        "holder crash by tick 1, items taken by tick 8",
+        "session-liveness-clock",
+        "L under weak fairness: prompt holder and clock-rule taker, 1 item, reliable "
+        "network, holder crash by tick 2, items taken by tick 9 (= 2 + D + 2S + 1)",
         {
             **SESSION_BASE,
             "NI": 1,
             "NT": 1,
             "TMODE": 0,
             "C": 2,
-            "T_MAX": 8,
+            "T_MAX": 9,
             "TOK_MAX": 3,
-            "CRASH_BY": 1,
+            "CRASH_BY": 2,
+        },
+        liveness=True,
+        model=SESSION,
+    ),
+    Check(
+        "session-liveness-observe",
+        "L under weak fairness: prompt holder and observing taker, 2 items, reliable "
+        "network, holder crash by tick 2, items taken by tick 7 (= 2 + D + 1)",
+        {
+            **SESSION_BASE,
+            "NI": 2,
+            "NT": 1,
+            "TMODE": 1,
+            "C": 2,
+            "T_MAX": 7,
+            "TOK_MAX": 2,
+            "CRASH_BY": 2,
         },
         liveness=True,
         model=SESSION,

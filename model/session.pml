@@ -255,7 +255,8 @@ int  treq[NT];         /* the outstanding write, without the live bit */
 bit hacted;
 bit tacted[NT];
 bit hdead;
-#define HACT (!hacted)
+#define HACT (!hacted && !hdead)
+#define HALIVE (!hdead)
 #define HACTED hacted = 1
 #define TACT(w) (!tacted[w])
 #define TARGET(w, x) (il[x] == 1 && (x == 0 || il[0] != 1))   /* the first of H's */
@@ -270,6 +271,7 @@ bit hdead;
 ltl p_taken { [] ((hdead && SOME_H_ITEM) -> <> (ended && !SOME_H_ITEM)) }
 #else
 #define HACT true
+#define HALIVE true
 #define HACTED skip
 #define TACT(w) true
 #define TARGET(w, x) (il[x] < 2 && (il[x] == 0 || is[x]))   /* not a taker's */
@@ -543,6 +545,11 @@ end:
   do
 #ifdef LIVENESS
   :: timeout && now < T_MAX ->
+     /* the one crash of H (it stops for good) happens at a tick's end, if at all */
+     if
+     :: !hdead && hph == H_LIVE && now <= CRASH_BY -> hdead = 1; EV("H crashes\n")
+     :: true -> skip
+     fi;
      d_step {
        now++;
        hacted = 0;
@@ -554,11 +561,7 @@ end:
 #endif
        if :: hlast < HNATURAL -> hlast = 0 :: else -> skip fi;   /* the floor no longer binds */
        if
-       :: hph == H_LIVE && hdl <= now
-#ifdef LIVENESS
-          && !hdead
-#endif
-          -> h_lose()                                 /* the deadline passed */
+       :: hph == H_LIVE && hdl <= now && HALIVE -> h_lose()                                 /* the deadline passed */
        :: else -> skip
        fi;
        j = 0;
@@ -626,7 +629,7 @@ end:
        EV("H sends start(until %d)\n", hu);
        put(RQ(K_START, 0, 1, 0, 0, hu, 0));
        hph = H_START; v = 0; k = 0 }
-  :: d_step { (hph == H_START && anss != 0) ->
+  :: d_step { (hph == H_START && anss != 0 && HALIVE) ->
        a = anss; anss = 0;
        if
        :: A_OK(a) ->
@@ -662,7 +665,7 @@ end:
        EV("H sends renew(until %d)\n", hu);
        put(RQ(K_REN, 0, 1, 0, 0, hu, 0));
        hr = 1; v = 0; k = 0 }
-  :: d_step { (hph == H_LIVE && hr && anss != 0) ->
+  :: d_step { (hph == H_LIVE && hr && anss != 0 && HALIVE) ->
        a = anss; anss = 0;
        if
        :: A_OK(a) && now < hdl ->
@@ -693,9 +696,9 @@ end:
        hreq[1] = RQ(K_IACQ, 1, 0, 1, it[1], 0, 0);
        put(hreq[1] + LIVE_BIT); hi[1] = I_ACQ; k = 0 }
 #endif
-  :: d_step { (hi[0] == I_ACQ && ansi[0] != 0) -> x = 0; item_answered() }
+  :: d_step { (hi[0] == I_ACQ && ansi[0] != 0 && HALIVE) -> x = 0; item_answered() }
 #if NI > 1
-  :: d_step { (hi[1] == I_ACQ && ansi[1] != 0) -> x = 1; item_answered() }
+  :: d_step { (hi[1] == I_ACQ && ansi[1] != 0 && HALIVE) -> x = 1; item_answered() }
 #endif
   :: d_step { GIVE_UP(hi[0] == I_ACQ && SPACE) -> x = 0; item_retry() }
   :: d_step { GIVE_UP(hi[0] == I_ACQ) -> x = 0; item_cancel() }
@@ -721,7 +724,6 @@ end:
        x = 0; j = 0; v = 0; k = 0 }
 #ifdef LIVENESS
   :: d_step { (hph == H_LIVE && HACT) -> HACTED }         /* nothing this tick */
-  :: d_step { (now <= CRASH_BY && hph == H_LIVE && HACT) -> hdead = 1; EV("H crashes\n") } -> break
 #endif
   od
 }

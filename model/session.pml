@@ -49,14 +49,26 @@
  * BOUNDS (defaults below; run.py states the ones of each run)
  *   NI items, NT takers (1 or 2), C requests in flight, T_MAX ticks, TOK_MAX item tokens
  *   (H tries no new acquisition of an item whose token reached it), session duration D,
- *   margin M, skew S in ticks, F fine units per tick, BUMP (the stamp floor, as lease.pml).
+ *   margin M, skew S in ticks, F fine units per tick, BUMP (the stamp floor, as lease.pml),
+ *   RETRIES (0: no call is given up or retried).
+ *   The runs of model/run.py (D=4, M=1, S=1, F=1, BUMP=0: one session write stamped per
+ *   tick), states stored in docs/protocol.md:
+ *     session-clock     NI=1 NT=1 clock   C=2 drops, retries  T_MAX=6 TOK_MAX=2
+ *     session-observe   NI=1 NT=1 observe C=1 drops, retries  T_MAX=5 TOK_MAX=2
+ *     session-two-items NI=2 NT=1 observe C=1 drops           T_MAX=4 TOK_MAX=1
+ *     session-two-takers NI=1 NT=2 mixed  C=1 drops           T_MAX=4 TOK_MAX=1
+ *     session-liveness-clock   NI=1 NT=1 clock   C=2 reliable T_MAX=9 CRASH_BY=2
+ *     session-liveness-observe NI=2 NT=1 observe C=2 reliable T_MAX=7 CRASH_BY=2
+ *   (T_MAX of the liveness runs is the tight bound: one tick less fails.)
  *
  * ABSTRACTED AWAY
  *   - the pool scan and the indexed-layout query: a taker may read any item at any time;
  *   - heartbeat periods: H may renew at any moment before dl;
  *   - an item acquisition given up before its answer (cancelled) is not undone: the row
  *     may stay held by H under K until K ends (the code's undo pins LeaseUntil, which is
- *     MAX for every session item; see docs/protocol.md, "Not covered");
+ *     MAX for every session item; see docs/protocol.md, "Sessions in the model");
+ *   - H's item acquisition reads the item first and pins its token (the expect path);
+ *     the named path without expect is MUTANT_NAMED_NO_EXPECT, which fails S1;
  *   - takers' own leases, more than one session, clock steps and rate drift, Go workers.
  *
  * PROPERTIES (assertions; run.py checks which one a mutant violates)
@@ -76,7 +88,9 @@
  * MUTANTS (-D): MUTANT_TAKE_NO_END (a taker takes an item of an expired session without
  *   ending it), MUTANT_END_UNPINNED (taker's end: #l = :ol AND #t = :ot, without #su),
  *   MUTANT_RENEW_NO_TOKEN (renew: #l = :l AND #su < :u), MUTANT_DELETE (ending deletes the
- *   row instead of writing a tombstone), MUTANT_DEADLINE_FROM_ANSWER (dl from the answer).
+ *   row instead of writing a tombstone), MUTANT_DEADLINE_FROM_ANSWER (dl from the answer),
+ *   MUTANT_NAMED_NO_EXPECT (H acquires an item without reading its token; a retried
+ *   refusal showing H under K counts as ours). ONLY_S1 switches off every assertion but S1.
  */
 
 /* ---------------------------------------------------------------- parameters */

@@ -29,6 +29,7 @@ from ._types import (
     LeaseRequest,
     check_expect,
     datetime_to_ns,
+    refuse_session_row,
 )
 from ._wire import requests, rows
 from ._wire.codes import CONDITION_FAILED, Expected
@@ -77,6 +78,7 @@ async def acquire(
     if not isinstance(request, LeaseRequest):
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
     check_expect(expect, lease_id)
+    refuse_session_row(lease_id, "sessions are started with start_session()")
     key = _session_key(session, request, until)
     if key is None:
         return await _acquire(table, lease_id, request, until, max_clock_skew, expect, None)

@@ -20,7 +20,14 @@ from ._layout import DEFAULT_BUCKETS, IndexedLayout, TableLayout, layout_for
 from ._sessions_store import SessionMethods
 from ._table import Table
 from ._tasks import TaskOwner
-from ._types import Lease, LeaseItem, LeaseRequest, check_expect, check_lease
+from ._types import (
+    Lease,
+    LeaseItem,
+    LeaseRequest,
+    check_expect,
+    check_lease,
+    refuse_session_row,
+)
 from ._wire import requests, rows
 from ._wire.calls import Calls
 from ._wire.schema import Schema
@@ -479,6 +486,7 @@ class LockStore(_Configuration, SessionMethods):
         self._table.schema.key(lease.lease_id)
         if lease._session is not None:
             raise ValueError(f"{lease.lease_id!r} is held under a session: renew the session")
+        refuse_session_row(lease.lease_id, "renew it with renew_session()")
         return await _renew.renew(self._table, lease, until, return_attributes=return_attributes)
 
     def _indexed(self, what: str) -> IndexedLayout:

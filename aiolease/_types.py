@@ -24,6 +24,13 @@ MAX_NS = 2**63 - 1
 SESSION_PREFIX = "aiolease-session:"
 
 
+def refuse_session_row(lease_id: object, instead: str) -> None:
+    """ValueError if ``lease_id`` is a session row's key: item calls would corrupt it (free
+    it for Go workers and takers, or stamp an item expiry on it). ``instead``: what to do."""
+    if isinstance(lease_id, str) and lease_id.startswith(SESSION_PREFIX):
+        raise ValueError(f"{lease_id!r} is a session's row, not an item: {instead}")
+
+
 def _as_seconds(name: str, value: object) -> float:
     """Validate a positive, finite duration given as seconds or a timedelta."""
     if isinstance(value, timedelta):

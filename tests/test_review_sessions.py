@@ -29,9 +29,7 @@ async def raw(client: Any, store: LockStore, key: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["clock", "observe"])
-async def test_a_free_item_is_found_past_64_live_session_items(
-    store: LockStore, mode: str
-) -> None:
+async def test_a_free_item_is_found_past_64_live_session_items(store: LockStore, mode: str) -> None:
     # 64 items held under one live session fill the candidate limit (ENOUGH_CANDIDATES)
     # of the scan layout's find_available / the observe scan before a free item is reached:
     # obtain_lease finds nothing although an item is free.

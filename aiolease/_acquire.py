@@ -14,6 +14,7 @@ from typing import Any
 
 from ._errors import (
     LeaseError,
+    LeaseLostError,
     LeaseNotObtainedError,
     LeaseStoreError,
     LeaseUnavailableError,
@@ -84,6 +85,13 @@ async def acquire(
         return await _acquire(table, lease_id, request, until, max_clock_skew, expect, None)
     claim = (key, lease_id)
     table.schema.key(lease_id)
+    if table.session_ended(key):
+        raise LeaseLostError(
+            f"session {key!r} is over (ended, or found ended at a renewal): "
+            f"{lease_id!r} cannot be acquired under it; start a new session",
+            lease_id=lease_id,
+            reason="session ended",
+        )
     if claim in table.session_claims:
         raise LeaseNotObtainedError(
             f"{lease_id!r} is being acquired or held under session {key!r} already",

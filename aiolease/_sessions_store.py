@@ -171,6 +171,7 @@ async def renew(table: Table, lease: Lease) -> Lease:
             if not ambiguous:
                 table.stamps.forget(lease.lease_id, until_ns)
             reason = rows.session_refusal(schema, raw)
+            table.note_session_ended(lease.lease_id)
             raise LeaseLostError(
                 f"session {lease.lease_id!r} is lost: {reason}",
                 lease_id=lease.lease_id,
@@ -184,6 +185,7 @@ async def renew(table: Table, lease: Lease) -> Lease:
 async def end(table: Table, lease: Lease) -> bool:
     """The holder's end: a tombstone. False if it was ended already (by a taker)."""
     schema = table.schema
+    table.note_session_ended(lease.lease_id)  # whatever the write's fate: no new items
     # The session's items are released (or lost with it): their claims go.
     table.session_claims -= {claim for claim in table.session_claims if claim[0] == lease.lease_id}
     retried = Retried()

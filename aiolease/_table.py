@@ -24,6 +24,9 @@ from ._wire.schema import Schema
 
 __all__ = ["Table"]
 
+# Ended sessions remembered per store (keys are never reused: only a memory bound).
+MAX_ENDED_SESSIONS = 100_000
+
 
 class Table:
     """The lease table: its ``schema``, ``calls``, ``clock``, ``stamps``, ``tasks`` and reads."""
@@ -42,6 +45,19 @@ class Table:
         # held through this store: one at a time per item and session, because such rows
         # all show LeaseUntil MAX, so only this tells a sibling's write from our own.
         self.session_claims: set[tuple[str, str]] = set()
+        # Keys of the sessions this store ended (or found ended): nothing is acquired under
+        # them any more. Insertion-ordered, the oldest forgotten beyond MAX_ENDED_SESSIONS.
+        self._ended_sessions: dict[str, None] = {}
+
+    def session_ended(self, key: str) -> bool:
+        """Whether this store ended session ``key`` (or saw a renewal of it refused)."""
+        return key in self._ended_sessions
+
+    def note_session_ended(self, key: str) -> None:
+        """Remember that session ``key`` is over: acquisitions under it are refused."""
+        self._ended_sessions[key] = None
+        while len(self._ended_sessions) > MAX_ENDED_SESSIONS:
+            del self._ended_sessions[next(iter(self._ended_sessions))]
 
     def cutoff_ns(self, max_clock_skew: float) -> int:
         """The clock rule: rows with ``LeaseUntil`` below this have expired, skew allowed."""

@@ -226,6 +226,8 @@ class LockStore(_Configuration, SessionMethods):
         cancellation detached from their scope. :meth:`connect` calls it before closing its
         client, so that no cleanup runs on a closed client. The store stays usable.
         """
+        for retry in list(self._table.late_undos):
+            retry.cancel()  # a late undo waits seconds between tries: never waited for
         await self._table.tasks.aclose(_CLOSE_TIMEOUT, _UNWIND_TIME)
 
     # -- the table ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ further write).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
@@ -42,9 +43,13 @@ class Table:
         self._warned_malformed: set[str] = set()
         self._key_checked = False
         # (session key, item) of every acquisition under a session that is in flight or
-        # held through this store: one at a time per item and session, because such rows
-        # all show LeaseUntil MAX, so only this tells a sibling's write from our own.
+        # held through this store: one at a time per item and session, and what tells the
+        # session's holder that a row showing its session is held by none of its scopes
+        # (a late duplicate of a cancelled acquisition), so that it may take it back.
         self.session_claims: set[tuple[str, str]] = set()
+        # Re-sent undos of cancelled session acquisitions (their writes may land late):
+        # cancelled by the store's aclose(), which must not wait out their delays.
+        self.late_undos: set[asyncio.Task[None]] = set()
         # Keys of the sessions this store ended (or found ended): nothing is acquired under
         # them any more. Insertion-ordered, the oldest forgotten beyond MAX_ENDED_SESSIONS.
         self._ended_sessions: dict[str, None] = {}

@@ -196,7 +196,9 @@ class ObserveTakeover:
                         break
         # Judge the sessions now (one read each), so that their sightings survive the prune.
         sessions = Sessions(store, self._skew, seen)
-        takeable = [item for item in by_session if await sessions.takeable(item) is not None]
+        takeable = [
+            item for item in by_session if await sessions.takeable(item, session) is not None
+        ]
         # Rows a complete pass did not see are gone from the table.
         seen.prune(started if complete else clock.monotonic() - seen.forget_after)
         for verdict in (Verdict.FREE, Verdict.RIPE, Verdict.CLOCK):

@@ -25,6 +25,7 @@ from .faults import FaultyClient
 A = LeaseRequest("worker-a", 2)
 B = LeaseRequest("worker-b", 2)
 MAX = str(2**63 - 1)  # what Go workers read as LeaseUntil: held, whatever their clock
+FLOOR = 2**62  # items held under a session store this + their acquisition's own stamp
 SKEW = 1.0
 
 
@@ -159,7 +160,8 @@ async def test_an_item_under_a_session_goes_held_forever_and_is_released_as_befo
     assert lease.fencing_token == 1 and lease._session == session.lease_id
     assert lease.until == session.until and lease.until_ns == session.until_ns
     row = await raw(client, store, "a")
-    assert row["LeaseUntil"] == {"N": MAX}, "Go must see an item of a session held"
+    until = int(row["LeaseUntil"]["N"])
+    assert FLOOR < until < 2**63 - 1, "Go must see an item of a session held (within int64)"
     assert row["LeaseSession"] == {"S": session.lease_id} and "LeaseDuration" not in row
     with pytest.raises(ValueError, match="renew the session"):
         await store.renew(lease)
@@ -167,6 +169,10 @@ async def test_an_item_under_a_session_goes_held_forever_and_is_released_as_befo
     row = await raw(client, store, "a")
     assert "LeaseSession" not in row and "ProcessID" not in row
     assert row["LeaseUntil"] == {"N": "0"} and row["LeaseToken"] == {"N": "1"}
+    again = await store.acquire("a", A, session=session)
+    row = await raw(client, store, "a")
+    assert FLOOR < int(row["LeaseUntil"]["N"]) != until, "not unique to its acquisition"
+    assert await store.release(again)
 
 
 async def test_acquiring_under_another_lessees_session_is_refused(store: LockStore) -> None:
@@ -300,7 +306,7 @@ async def test_session_held_items_are_candidates_in_both_layouts(
     await store.acquire("a", A, session=session)
     proxy.calls.clear()
     [item] = await store.find_available(max_clock_skew=SKEW)
-    assert (item.lease_id, item.lessee_id, item.until_ns) == ("a", "worker-a", 2**63 - 1)
+    assert (item.lease_id, item.lessee_id) == ("a", "worker-a") and item.until_ns > FLOOR
     if store.indexed:
         assert proxy.calls["scan"] == 0, "the indexed layout scanned for session-held items"
         assert proxy.calls["query"] == 2 * store.buckets, proxy.calls
@@ -406,8 +412,8 @@ async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, Faulty
 async def test_one_item_is_acquired_once_at_a_time_under_one_session(
     faulty: tuple[LockStore, FaultyClient],
 ) -> None:
-    # Rows held under a session all show LeaseUntil MAX: two acquisitions of one item under
-    # one session could not tell each other's write (or undo) from their own.
+    # One acquisition of an item at a time under one session: the claim is also what tells
+    # the session's holder that a row showing its session is held by none of its scopes.
     store, proxy = faulty
     await store.add_item("a")
     session = await store.start_session(A)
@@ -421,8 +427,7 @@ async def test_one_item_is_acquired_once_at_a_time_under_one_session(
     first = asyncio.create_task(store.acquire("a", A, session=session))
     await sent.wait()
     with pytest.raises(LeaseNotObtainedError, match="already"):
-        # Were it sent, it would land, and the first one's undo (LeaseUntil MAX, this
-        # session's key) would free it under its holder's feet.
+        # Refused by the claim before anything is sent.
         await store.acquire("a", A, session=session)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -339,7 +339,7 @@ class LockStore(_Configuration, SessionMethods):
                     yield item
 
     async def find_available(
-        self, *, max_clock_skew: float = 0.0, limit: int = 64
+        self, *, max_clock_skew: float = 0.0, limit: int = 64, session_held: bool = False
     ) -> list[LeaseItem]:
         """Up to ``limit`` rows that look free or expired: candidates for an acquisition.
 
@@ -348,10 +348,13 @@ class LockStore(_Configuration, SessionMethods):
         only such rows, so the cost does not grow with the table. Otherwise, or while the
         index does not exist yet, a filtered scan. Either read is eventually consistent and
         the rows may be taken by others meanwhile: only the conditional write decides.
+        Items held under a session only if none looks free or expired (``session_held``: only).
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, not {limit!r}")
         cutoff = self._table.cutoff_ns(max_clock_skew)
+        if session_held:
+            return await self._layout.find_session_held(self._table, limit)
         return await self._layout.find_available(self._table, cutoff, limit)
 
     def expired(self, item: LeaseItem, max_clock_skew: float) -> bool:

@@ -78,6 +78,7 @@ def every_request() -> dict[str, dict[str, Any]]:
         "scan": requests.scan(S),
         "scan_projection": requests.scan(S, projection_only=True),
         "scan_available": requests.scan(S, cutoff_ns=9),
+        "scan_session_held": requests.scan_session_held(S),
         "query": requests.query_available(S, "LeaseBuckets", 2, 9),
         "query_session_held": requests.query_session_held(S, "LeaseBuckets", 2),
         "undo_session": requests.undo_acquire(S, "a", "w", SESSION_HELD, 8, "sk"),
@@ -641,10 +642,14 @@ def test_scans_never_offer_session_rows_but_offer_session_held_items() -> None:
     assert requests.scan(S, projection_only=True)["ProjectionExpression"] == (
         "#k, #l, #u, #t, #d, #s"
     )
+    # Free and expired items first; session-held ones only in a pass of their own.
     assert requests.scan(S, cutoff_ns=9)["FilterExpression"] == (
         "attribute_not_exists(#su) AND (attribute_not_exists(#l) OR "
-        "(attribute_type(#u, :n) AND #u < :cutoff) OR attribute_exists(#s))"
+        "(attribute_type(#u, :n) AND #u < :cutoff))"
     )
+    held = requests.scan_session_held(S)
+    assert held["FilterExpression"] == "attribute_not_exists(#su) AND attribute_exists(#s)"
+    assert held["ProjectionExpression"] == "#k, #l, #u, #t, #d, #s"
     assert requests.backfill_scan(S)["FilterExpression"] == "attribute_not_exists(#su)"
     assert sessions.scan_sessions(S)["FilterExpression"] == "attribute_exists(#su)"
     query = requests.query_session_held(S, "LeaseBuckets", 2)

@@ -36,6 +36,7 @@ __all__ = [
     "release",
     "renew",
     "scan",
+    "scan_session_held",
     "undo_acquire",
     "user_attributes",
 ]
@@ -294,7 +295,8 @@ def scan(
     page_size: int | None = None,
 ) -> Request:
     """Read every item (never a session row); with ``cutoff_ns`` only the candidates: those
-    free, with ``LeaseUntil < cutoff_ns``, or held under a session (judged by its row)."""
+    free or with ``LeaseUntil < cutoff_ns`` (never a session-held one: see
+    :func:`scan_session_held`)."""
     request: Request = {"TableName": schema.table_name, "FilterExpression": _NOT_SESSION}
     request["ExpressionAttributeNames"] = schema.names(SESSION_UNTIL)
     if projection_only or cutoff_ns is not None:
@@ -303,15 +305,25 @@ def scan(
     if cutoff_ns is not None:
         request["FilterExpression"] = (
             f"{_NOT_SESSION} AND (attribute_not_exists(#l) OR "
-            "(attribute_type(#u, :n) AND #u < :cutoff) OR attribute_exists(#s))"
+            "(attribute_type(#u, :n) AND #u < :cutoff))"
         )
         request["ExpressionAttributeValues"] = {":cutoff": _n(cutoff_ns), ":n": _NUMBER}
-        request["ExpressionAttributeNames"].update(schema.names(SESSION))
     if consistent_read:
         request["ConsistentRead"] = True
     if page_size is not None:
         request["Limit"] = page_size
     return request
+
+
+def scan_session_held(schema: Schema) -> Request:
+    """Read the items held under a session (``LeaseSession`` set; never a session row):
+    candidates once their session is judged dead, read only when nothing free was usable."""
+    return {
+        "TableName": schema.table_name,
+        "FilterExpression": f"{_NOT_SESSION} AND attribute_exists(#s)",
+        "ProjectionExpression": _PROJECTION,
+        "ExpressionAttributeNames": schema.names(SESSION_UNTIL, *_PROJECTED),
+    }
 
 
 def query_available(schema: Schema, index_name: str, bucket: int, cutoff_ns: int) -> Request:

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from aiolease import LeaseLostError, LeaseNotObtainedError, LeaseRequest, Locker, LockStore
+from aiolease import (
+    LeaseLostError,
+    LeaseNotObtainedError,
+    LeaseRequest,
+    LeaseStoreError,
+    Locker,
+    LockStore,
+)
 from aiolease._takeover import ClockTakeover, ObserveTakeover
 from aiolease._types import SessionRow
 from aiolease.cli import EXIT_OK, main
@@ -400,6 +407,24 @@ async def test_a_start_cancelled_after_it_landed_is_ended(
         await start
     [row] = await store.list_sessions()
     assert row.ended, "a start nobody will renew or end was left looking live"
+
+
+async def test_a_start_ending_in_a_store_error_after_it_may_have_landed_is_ended(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+
+    def denied(call: Any) -> Any:  # the retry of the lost answer: refused by the store
+        async def run() -> Any:
+            raise faults.client_error("AccessDeniedException")
+
+        return run()
+
+    proxy.inject("update_item", faults.drop_response, denied)
+    with pytest.raises(LeaseStoreError):
+        await store.start_session(A)
+    [row] = await store.list_sessions()
+    assert row.ended, "a start that landed unanswered was left looking live"
 
 
 async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, FaultyClient]) -> None:

@@ -247,17 +247,30 @@ async def test_session_rows_are_never_offered_as_items(store: LockStore) -> None
 
 
 @pytest.mark.parametrize("named", [False, True])
-async def test_a_live_sessions_item_is_not_taken(store: LockStore, named: bool) -> None:
+async def test_a_live_sessions_item_is_not_taken(
+    store: LockStore, layout: dict[str, Any], named: bool
+) -> None:
     await store.add_item("a")
     session = await store.start_session(A)
     await store.acquire("a", A, session=session)
-    for rule in (ClockTakeover(SKEW), ObserveTakeover(SKEW)):
-        obtain = rule.obtain_named(store, B, "a") if named else rule.obtain_any(store, B)
-        with pytest.raises(LeaseNotObtainedError) as info:
+    rule = ClockTakeover(SKEW)
+    obtain = rule.obtain_named(store, B, "a") if named else rule.obtain_any(store, B)
+    with pytest.raises(LeaseNotObtainedError) as info:
+        await obtain
+    if named:
+        assert info.value.holder == "worker-a", info.value
+        assert "under session" in str(info.value), info.value
+    # The observer waits past the session's duration (its clock), twice, while the holder
+    # keeps renewing: each renewal changes the row, so it is never seen ripe.
+    clock = ShiftedClock()
+    observer, watch = taker(store, layout, clock), ObserveTakeover(SKEW)
+    for _ in range(3):
+        obtain = watch.obtain_named(observer, B, "a") if named else watch.obtain_any(observer, B)
+        with pytest.raises(LeaseNotObtainedError):
             await obtain
-        if named:
-            assert info.value.holder == "worker-a", info.value
-            assert "under session" in str(info.value), info.value
+        assert watch.ripens_in(clock.monotonic()) is not None, "the session row is not watched"
+        session = await store.renew_session(session)
+        clock.ahead += A.duration + 0.1
     row = await store.get_session(session.lease_id)
     assert row is not None and not row.ended, "a taker ended a live session"
 

@@ -479,3 +479,53 @@ async def test_one_item_is_acquired_once_at_a_time_under_one_session(
         await store.acquire("a", A, session=session)
     assert await store.release(lease)
     assert await store.release(await store.acquire("a", A, session=session))
+
+
+async def test_a_refused_undo_under_a_session_is_sent_again_and_frees_a_late_duplicate(
+    faulty: tuple[LockStore, FaultyClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiolease._acquire
+
+    monkeypatch.setattr(aiolease._acquire, "LATE_UNDO_DELAYS", (0.5, 0.5))
+    store, proxy = faulty
+    await store.add_item("a")
+    session = await store.start_session(LeaseRequest("worker-a", 30))
+    sent, go, landed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    background: list[asyncio.Task[Any]] = []
+
+    def late(call: Any) -> Any:  # the acquisition: applied only after its undo was refused
+        async def apply_later() -> None:
+            await go.wait()
+            await call()
+            landed.set()
+
+        async def run() -> Any:
+            background.append(asyncio.create_task(apply_later()))
+            sent.set()
+            await asyncio.Event().wait()
+
+        return run()
+
+    proxy.inject("update_item", late)
+    first = asyncio.create_task(store.acquire("a", A, session=session))
+    await sent.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    retries = set(store._table.late_undos)
+    assert retries, "no undo was scheduled again"
+    go.set()
+    await landed.wait()
+    item = await store.get_item("a")
+    assert item is not None and item.lessee_id == "worker-a", "the late duplicate did not land"
+    await asyncio.wait(retries, timeout=10)
+    item = await store.get_item("a")
+    assert item is not None and item.lessee_id is None, "the late duplicate was left held"
+
+
+async def test_heartbeat_refuses_a_sessions_lease(store: LockStore) -> None:
+    session = await store.start_session(A)
+    with pytest.raises(ValueError, match="session"):
+        await Locker(store).heartbeat(session)
+    row = await store.get_session(session.lease_id)
+    assert row is not None and not row.ended and row.until_ns == session.until_ns

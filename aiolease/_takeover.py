@@ -243,7 +243,8 @@ class ObserveTakeover:
                 continue
         raise LeaseNotObtainedError(
             f"no item free or seen expired for {request.lessee_id!r} in table "
-            f"{store.table_name!r} ({found + len(by_session)} candidate(s) tried, {len(seen)} being watched)"
+            f"{store.table_name!r} ({found + len(by_session)} candidate(s) tried, "
+            f"{len(seen)} being watched)"
         )
 
     @staticmethod

@@ -20,7 +20,14 @@ from ._scope import LeaseScope, _check_lease_id, _check_request
 from ._session import LeaseSession
 from ._takeover import Takeover, takeover_rule
 from ._tasks import TaskOwner
-from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
+from ._types import (
+    Holder,
+    Lease,
+    LeaseRequest,
+    _as_seconds,
+    check_clock_skew,
+    refuse_session_row,
+)
 
 if TYPE_CHECKING:
     from ._store import LockStore
@@ -276,6 +283,8 @@ class Locker:
         """
         if not isinstance(lease, Lease):
             raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
+        if lease._session is None:
+            refuse_session_row(lease.lease_id, "a session keeps itself alive in locker.session()")
         period = self._keeper.check_period(lease.request, period, stacklevel=3)
         await self._keeper.keep_alive(self._keeper.hold(lease), period, None)
 

@@ -483,8 +483,6 @@ class LockStore(_Configuration, SessionMethods):
         check_expect(expect, lease_id)
         return await _release.force_release(self._table, lease_id, expect)
 
-    # -- plumbing -----------------------------------------------------------------------
-
     async def _renew(
         self, lease: Lease, until: datetime | None, *, return_attributes: bool
     ) -> Lease:

@@ -109,3 +109,18 @@ async def test_watch_highlights_a_change_and_exits_0_on_ctrl_c(
             process.kill()
             await process.wait()
     assert process.returncode == 0, err.decode()
+
+
+def test_the_rich_view_shows_brackets_in_cells_as_text_not_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("rich")
+    from aiolease.cli._watch import _RichView
+
+    view = _RichView()
+    try:
+        view.show("t[/y]", [("jobs[/x]", "w1", "1.0 s", "1", 'note="[/b]"')], set())
+    finally:
+        view.close()
+    out = capsys.readouterr().out
+    assert "jobs[/x]" in out and "[/b]" in out and "t[/y]" in out, out

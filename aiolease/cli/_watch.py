@@ -99,12 +99,15 @@ class _RichView:
 
     def show(self, title: str, rows: list[tuple[str, ...]], changed: set[str]) -> None:
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title, title_justify="left")
+        # Text, not str: an ID or a note like "jobs[/x]" is shown as is, never parsed as markup.
+        table = Table(title=Text(title), title_justify="left")
         for name in HEADER:
             table.add_column(name)
         for row in rows:
-            table.add_row(*row, style="bold yellow" if row[0] in changed else None)
+            cells = [Text(cell) for cell in row]
+            table.add_row(*cells, style="bold yellow" if row[0] in changed else None)
         self._live.update(table, refresh=True)
 
     def close(self) -> None:

@@ -1,0 +1,219 @@
+"""Review of the events branch: failing tests for the findings (no fixes here)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from aiolease import Lease, LeaseEvent, LeaseLostError, LeaseRequest, Locker, LockStore
+from aiolease._events import Events
+
+from .faults import FaultyClient
+
+WAIT = 10.0
+
+
+class _Clock:
+    def wall_ns(self) -> int:
+        return 1_700_000_000_000_000_000
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _lease() -> Lease:
+    return Lease("x", LeaseRequest("w", 3), datetime.now(UTC), 7)
+
+
+async def test_a_stream_left_by_break_is_unsubscribed_once_unreferenced() -> None:
+    # `async for e in locker.events(): ... break` never calls close(): the hub keeps the
+    # stream (and up to max_buffer events) forever, and every later event is built for it.
+    hub = Events("t", _Clock())
+    hub.renewed(_lease(), 0.01)
+
+    async def first() -> LeaseEvent:
+        async for event in hub.stream(1000):
+            return event
+        raise AssertionError
+
+    hub.renewed(_lease(), 0.01)
+    task = asyncio.ensure_future(first())
+    await asyncio.sleep(0)
+    hub.renewed(_lease(), 0.01)
+    await task
+    del task
+    gc.collect()
+    assert not hub.listened, f"abandoned stream still subscribed: {hub._streams}"
+
+
+async def test_a_listener_removed_gets_no_event_after_its_removal() -> None:
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+    remove = hub.add_listener(got.append)
+    hub.renewed(_lease(), 0.01)
+    remove()
+    await asyncio.sleep(0)
+    assert got == [], "called after remove() returned"
+
+
+async def test_a_listener_raising_a_base_exception_does_not_starve_the_others() -> None:
+    # e.g. a listener calling .result() on a cancelled future raises CancelledError.
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+
+    def cancelled(event: LeaseEvent) -> None:
+        raise asyncio.CancelledError
+
+    hub.add_listener(cancelled)
+    hub.add_listener(got.append)
+    hub.renewed(_lease(), 0.01)
+    await asyncio.sleep(0)
+    assert len(got) == 1, "the second listener never got the event"
+
+
+async def test_two_consumers_of_one_stream_both_get_events() -> None:
+    hub = Events("t", _Clock())
+    stream = hub.stream(10)
+    a = asyncio.ensure_future(anext(stream))
+    b = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    hub.renewed(_lease(), 0.01)
+    hub.renewed(_lease(), 0.01)
+    done, pending = await asyncio.wait({a, b}, timeout=1)
+    for t in pending:
+        t.cancel()
+    assert not pending, "one consumer waits forever on a waiter nobody wakes"
+
+
+@pytest.fixture
+async def faulty_store(
+    client: Any, table_name: str
+) -> AsyncIterator[tuple[LockStore, FaultyClient]]:
+    proxy = FaultyClient(client)
+    store = LockStore(proxy, table_name)
+    await store.create_table()
+    await store.add_item("a")
+    yield store, proxy
+    await store.aclose()
+
+
+async def test_a_renewal_attempt_ending_in_a_table_error_is_counted(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from . import faults
+
+    store, proxy = faulty_store
+    reader = InMemoryMetricReader()
+    locker = Locker(store, meter_provider=MeterProvider(metric_readers=[reader]))
+
+    def denied(call: Any) -> Any:
+        async def run() -> Any:
+            raise faults.client_error("AccessDeniedException")
+
+        return run()
+
+    with pytest.raises(LeaseLostError):
+        async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
+            proxy.always("update_item", denied)
+            await asyncio.sleep(WAIT)
+    proxy.always("update_item", None)
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {m.name: m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    losses = sum(p.value for p in metrics["aiolease.losses"].data.data_points)
+    assert losses == 1
+    outcomes = (
+        {
+            dict(p.attributes).get("aiolease.outcome"): p.value
+            for p in metrics.get("aiolease.renewals").data.data_points  # type: ignore[union-attr]
+        }
+        if "aiolease.renewals" in metrics
+        else {}
+    )
+    assert outcomes.get("lost") == 1, (
+        f"the attempt that lost the lease (table error) is not in aiolease.renewals: {outcomes}"
+    )
+
+
+async def test_watch_ends_promptly_on_ctrl_c_while_a_scan_hangs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiolease.cli import _watch
+
+    scanning = asyncio.Event()
+
+    class _Store:
+        async def scan(self, **kwargs: Any) -> AsyncIterator[Any]:
+            scanning.set()
+            await asyncio.Event().wait()  # an endpoint that does not answer
+            yield None
+
+    @contextlib.asynccontextmanager
+    async def open_store(args: Any) -> AsyncIterator[Any]:
+        yield _Store()
+
+    monkeypatch.setattr(_watch, "_open_store", open_store)
+    args = argparse.Namespace(interval=0.2, count=None, plain=True, table="t")
+    task = asyncio.ensure_future(_watch.watch(args))
+    await asyncio.wait_for(scanning.wait(), WAIT)
+    os.kill(os.getpid(), signal.SIGINT)  # the loop's handler is installed: stop.set
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 3)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise AssertionError("Ctrl-C is swallowed while a scan hangs; watch goes on") from None
+
+
+def test_watch_rich_view_shows_an_id_with_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("rich")
+    from aiolease.cli._watch import _RichView
+
+    view = _RichView()
+    try:
+        view.show("t", [("jobs[/x]", "w1", "1.0 s", "1", 'note="[/b]"')], set())
+    finally:
+        view.close()
+    assert "jobs[/x]" in capsys.readouterr().out
+
+
+async def test_a_slow_listener_does_not_cost_the_lease(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    # CONTRACT: "A slow or failing subscriber never delays a renewal." A sync listener runs
+    # on the loop (call_soon): one that blocks 1.9 s stalls the heartbeat of a 2 s lease.
+    import time
+
+    from aiolease import LeaseRenewed
+
+    store, _ = faulty_store
+    locker = Locker(store)
+    renewals = 0
+    enough = asyncio.Event()
+
+    def slow(event: LeaseEvent) -> None:
+        nonlocal renewals
+        if isinstance(event, LeaseRenewed):
+            renewals += 1
+            if renewals == 1:
+                time.sleep(1.9)
+            if renewals == 3:
+                enough.set()
+
+    locker.add_listener(slow)
+    async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
+        await asyncio.wait_for(enough.wait(), WAIT)

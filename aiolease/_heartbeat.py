@@ -208,6 +208,7 @@ class Keeper:
                 self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(lease, f"the item is {exc.detail}", exc.reason, exc.holder) from exc
             except LeaseStoreError as exc:
+                self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(
                     lease, f"the table cannot be written: {exc}", "table error"
                 ) from exc

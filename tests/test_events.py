@@ -345,3 +345,43 @@ def test_events_are_frozen() -> None:
     event = LeaseReleased(time=datetime.now(UTC), table="t", lease_id="a", lessee_id="w", token=1)
     with pytest.raises(FrozenInstanceError):
         event.token = 2  # type: ignore[misc]
+
+
+async def test_a_renewal_ending_in_a_table_error_is_counted_as_a_lost_renewal(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    store, proxy = faulty_store
+    reader = InMemoryMetricReader()
+    locker = Locker(store, meter_provider=MeterProvider(metric_readers=[reader]))
+
+    async def denied() -> Any:
+        raise faults.client_error("AccessDeniedException")
+
+    with pytest.raises(LeaseLostError):
+        async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
+            proxy.always("update_item", lambda call: denied())
+            await asyncio.sleep(WAIT)
+    proxy.always("update_item", None)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: list(m.data.data_points)  # type: ignore[union-attr]
+        for r in data.resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+    }
+    assert sum(p.value for p in points["aiolease.losses"]) == 1  # type: ignore[union-attr]
+    outcomes = {
+        dict(p.attributes or {}).get("aiolease.outcome"): p.value  # type: ignore[union-attr]
+        for p in points.get("aiolease.renewals", [])
+    }
+    assert outcomes.get("lost") == 1, f"the table error's attempt is not counted: {outcomes}"
+    durations = {
+        dict(p.attributes or {}).get("aiolease.outcome"): p.count  # type: ignore[union-attr]
+        for p in points.get("aiolease.renewal.duration", [])
+    }
+    assert durations.get("lost") == 1, f"nor timed in aiolease.renewal.duration: {durations}"

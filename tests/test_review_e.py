@@ -106,46 +106,6 @@ async def faulty_store(
     await store.aclose()
 
 
-async def test_a_renewal_attempt_ending_in_a_table_error_is_counted(
-    faulty_store: tuple[LockStore, FaultyClient],
-) -> None:
-    pytest.importorskip("opentelemetry.sdk.metrics")
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    from . import faults
-
-    store, proxy = faulty_store
-    reader = InMemoryMetricReader()
-    locker = Locker(store, meter_provider=MeterProvider(metric_readers=[reader]))
-
-    def denied(call: Any) -> Any:
-        async def run() -> Any:
-            raise faults.client_error("AccessDeniedException")
-
-        return run()
-
-    with pytest.raises(LeaseLostError):
-        async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
-            proxy.always("update_item", denied)
-            await asyncio.sleep(WAIT)
-    proxy.always("update_item", None)
-    data = reader.get_metrics_data()
-    assert data is not None
-    metrics = {m.name: m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
-    losses = sum(p.value for p in metrics["aiolease.losses"].data.data_points)
-    assert losses == 1
-    outcomes = (
-        {
-            dict(p.attributes).get("aiolease.outcome"): p.value
-            for p in metrics.get("aiolease.renewals").data.data_points  # type: ignore[union-attr]
-        }
-        if "aiolease.renewals" in metrics
-        else {}
-    )
-    assert outcomes.get("lost") == 1, (
-        f"the attempt that lost the lease (table error) is not in aiolease.renewals: {outcomes}"
-    )
 
 
 async def test_watch_ends_promptly_on_ctrl_c_while_a_scan_hangs(
@@ -179,16 +139,6 @@ async def test_watch_ends_promptly_on_ctrl_c_while_a_scan_hangs(
         raise AssertionError("Ctrl-C is swallowed while a scan hangs; watch goes on") from None
 
 
-def test_watch_rich_view_shows_an_id_with_brackets(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("rich")
-    from aiolease.cli._watch import _RichView
-
-    view = _RichView()
-    try:
-        view.show("t", [("jobs[/x]", "w1", "1.0 s", "1", 'note="[/b]"')], set())
-    finally:
-        view.close()
-    assert "jobs[/x]" in capsys.readouterr().out
 
 
 async def test_a_slow_listener_does_not_cost_the_lease(

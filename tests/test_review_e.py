@@ -108,35 +108,6 @@ async def faulty_store(
 
 
 
-async def test_watch_ends_promptly_on_ctrl_c_while_a_scan_hangs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from aiolease.cli import _watch
-
-    scanning = asyncio.Event()
-
-    class _Store:
-        async def scan(self, **kwargs: Any) -> AsyncIterator[Any]:
-            scanning.set()
-            await asyncio.Event().wait()  # an endpoint that does not answer
-            yield None
-
-    @contextlib.asynccontextmanager
-    async def open_store(args: Any) -> AsyncIterator[Any]:
-        yield _Store()
-
-    monkeypatch.setattr(_watch, "_open_store", open_store)
-    args = argparse.Namespace(interval=0.2, count=None, plain=True, table="t")
-    task = asyncio.ensure_future(_watch.watch(args))
-    await asyncio.wait_for(scanning.wait(), WAIT)
-    os.kill(os.getpid(), signal.SIGINT)  # the loop's handler is installed: stop.set
-    try:
-        await asyncio.wait_for(asyncio.shield(task), 3)
-    except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise AssertionError("Ctrl-C is swallowed while a scan hangs; watch goes on") from None
 
 
 

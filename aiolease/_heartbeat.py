@@ -74,7 +74,7 @@ class Keeper:
         self.clock = clock
         self.safety_margin = safety_margin
         self.tasks = tasks
-        self.events = Events(store.table_name, clock)
+        self.events = Events(store.table_name, clock, tasks.spawn)
 
     def margin(self, duration: float) -> float:
         """How long before its expiry a holder of a ``duration`` lease stops its work."""

@@ -195,6 +195,9 @@ class Events:
         self._async: tuple[AsyncRegistration, ...] = ()
         # Held weakly: a stream its consumer dropped (``break`` without close) unsubscribes.
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        # ...but strongly while a consumer awaits one: that keeps the consumer's task alive
+        # (the loop itself holds no reference to a task waiting on a future).
+        self._waiting: set[EventStream] = set()
         self._lost: dict[tuple[str, int], None] = {}
 
     @property
@@ -429,10 +432,12 @@ class EventStream:
             if self._closed:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
+            self._events._waiting.add(self)
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+                self._events._waiting.discard(self)
         event = self._buffer.popleft()
         if not self._buffer:
             self._dropping = False  # caught up: the next overflow is logged again

@@ -125,7 +125,7 @@ class AsyncRegistration:
                     buffer.maxlen,
                 )
         buffer.append(event)
-        if self.task is None:
+        if self.task is None or self.task.done():  # done: cancelled before it started
             run = self._run()
             if self.spawn is None:
                 self.task = asyncio.get_running_loop().create_task(run)

@@ -524,3 +524,24 @@ async def test_a_second_concurrent_consumer_of_one_stream_is_refused() -> None:
         hub.released(_lease())
         after = await asyncio.wait_for(anext(stream), WAIT)
         assert isinstance(after, LeaseReleased), "one consumer after another is fine"
+
+
+async def test_a_waiting_consumer_task_nobody_references_keeps_its_stream() -> None:
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+    done = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in hub.stream(10):
+            got.append(event)
+            done.set()
+
+    asyncio.ensure_future(consume())  # noqa: RUF006 - the point: no reference kept
+    await asyncio.sleep(0)  # it waits for an event
+    gc.collect()
+    hub.renewed(_lease(), 0.01)
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert kinds(got) == ["LeaseRenewed"]
+    for stream in list(hub._streams):
+        stream.close()
+    await asyncio.sleep(0)

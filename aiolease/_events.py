@@ -194,7 +194,9 @@ class Events:
         self._sync: tuple[Registration, ...] = ()
         self._async: tuple[AsyncRegistration, ...] = ()
         # Held weakly: a stream its consumer dropped (``break`` without close) unsubscribes.
-        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        # A tuple replaced on change (a dead stream's callback too), never mutated while
+        # _send iterates it; cheaper to iterate and test than a WeakSet.
+        self._streams: tuple[weakref.ref[EventStream], ...] = ()
         # ...but strongly while a consumer awaits one: that keeps the consumer's task alive
         # (the loop itself holds no reference to a task waiting on a future).
         self._waiting: set[EventStream] = set()
@@ -240,6 +242,14 @@ class Events:
     def stream(self, max_buffer: int) -> EventStream:
         """A new subscription: an async iterator over the events from now on."""
         return EventStream(self, max_buffer)
+
+    def _add_stream(self, stream: EventStream) -> weakref.ref[EventStream]:
+        ref = weakref.ref(stream, self._drop_stream)
+        self._streams = (*self._streams, ref)
+        return ref
+
+    def _drop_stream(self, ref: weakref.ref[EventStream]) -> None:
+        self._streams = tuple(r for r in self._streams if r is not ref)
 
     # -- the lifecycle points -----------------------------------------------------------
 
@@ -343,8 +353,10 @@ class Events:
         )
 
     def _send(self, event: LeaseEvent) -> None:
-        for stream in self._streams:
-            stream._put(event)
+        for ref in self._streams:
+            stream = ref()
+            if stream is not None:
+                stream._put(event)
         for registration in self._async:
             registration.put(event)
         if self._sync:
@@ -380,7 +392,7 @@ class EventStream:
         self._dropping = False
         self.dropped = 0
         """How many events were dropped because the buffer was full."""
-        events._streams.add(self)
+        self._ref = events._add_stream(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._buffer)} buffered"
@@ -396,7 +408,7 @@ class EventStream:
         if self._closed:
             return
         self._closed = True
-        self._events._streams.discard(self)
+        self._events._drop_stream(self._ref)
         self._wake()
         if self.dropped:
             get_logger().warning(

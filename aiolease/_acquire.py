@@ -8,12 +8,14 @@ if it landed, before the call returns (shielded, bounded).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ._errors import (
     LeaseError,
+    LeaseLostError,
     LeaseNotObtainedError,
     LeaseStoreError,
     LeaseUnavailableError,
@@ -22,13 +24,14 @@ from ._errors import (
 from ._log import get_logger, lease_fields
 from ._table import Table
 from ._types import (
-    MAX_NS,
+    SESSION_HELD_FLOOR,
     SESSION_PREFIX,
     Lease,
     LeaseItem,
     LeaseRequest,
     check_expect,
     datetime_to_ns,
+    refuse_session_row,
 )
 from ._wire import requests, rows
 from ._wire.codes import CONDITION_FAILED, Expected
@@ -38,6 +41,9 @@ __all__ = ["acquire"]
 # How long the undo of a cancelled acquisition may take; the cancelled call waits for it
 # this long at most (what is left is awaited by the store's aclose()).
 CLEANUP_TIMEOUT = 5.0
+# A cancelled acquisition under a session whose undo did not free the row is undone again
+# after these delays (s): its write may land late, held by nobody while the session lives.
+LATE_UNDO_DELAYS = (1.0, 5.0, 30.0)
 
 
 class _Sent:
@@ -77,11 +83,19 @@ async def acquire(
     if not isinstance(request, LeaseRequest):
         raise TypeError(f"request must be a LeaseRequest, not {type(request).__name__}")
     check_expect(expect, lease_id)
+    refuse_session_row(lease_id, "sessions are started with start_session()")
     key = _session_key(session, request, until)
     if key is None:
         return await _acquire(table, lease_id, request, until, max_clock_skew, expect, None)
     claim = (key, lease_id)
     table.schema.key(lease_id)
+    if table.session_ended(key):
+        raise LeaseLostError(
+            f"session {key!r} is over (ended, or found ended at a renewal): "
+            f"{lease_id!r} cannot be acquired under it; start a new session",
+            lease_id=lease_id,
+            reason="session ended",
+        )
     if claim in table.session_claims:
         raise LeaseNotObtainedError(
             f"{lease_id!r} is being acquired or held under session {key!r} already",
@@ -123,12 +137,13 @@ async def _acquire(
     ours_token = None if expect is None else expect.fencing_token + 1
     sent = _Sent()
 
+    # Under a session the row stores the floor plus the stamp (the session row has the real
+    # expiry): still unique to this acquisition, for its undo and its lost-answer retry.
+    floor = 0 if key is None else SESSION_HELD_FLOOR
+
     def build() -> dict[str, Any]:
-        if key is None:
-            sent.at, sent.until_ns = table.stamps.take(lease_id, request.duration, explicit_ns)
-        else:
-            # Under a session the row's expiry is MAX (the session row has the real one).
-            sent.at, sent.until_ns = table.clock.monotonic(), MAX_NS
+        sent.at, stamp = table.stamps.take(lease_id, request.duration, explicit_ns)
+        sent.until_ns = floor + stamp
         now = table.clock.wall_ns()
         return requests.acquire(
             schema,
@@ -165,7 +180,7 @@ async def _acquire(
                 return _in_session(rows.lease(schema, lease_id, request, old, sent.at), session)
             if not sent.ambiguous:
                 # Refused at its only attempt: nothing of it is in flight, its value may go.
-                table.stamps.forget(lease_id, sent.until_ns)
+                table.stamps.forget(lease_id, sent.until_ns - floor)
             if old is not None and not rows.leasable(schema, old):
                 table.note_malformed(lease_id, old)
                 raise rows.malformed_error(schema, lease_id, old) from None
@@ -212,6 +227,10 @@ async def _acquire(
             raise
         if sent.until_ns:  # 0: cancelled while queueing for a slot, nothing was sent
             undo = _undo(table, lease_id, request.lessee_id, sent.until_ns, ours_token, key)
+            if key is not None:
+                undo = _undo_session_held(
+                    table, undo, (lease_id, request.lessee_id), sent, ours_token, key
+                )
             cancelled = await table.tasks.run_shielded(undo, CLEANUP_TIMEOUT, table.clock)
             if cancelled and not isinstance(exc, asyncio.CancelledError):
                 raise asyncio.CancelledError from exc  # cancelled during the undo
@@ -250,6 +269,41 @@ def _in_session(lease: Lease, session: Lease | None) -> Lease:
     )
 
 
+async def _undo_session_held(
+    table: Table,
+    undo: Coroutine[Any, Any, bool],
+    row: tuple[str, str],
+    sent: _Sent,
+    token: int | None,
+    session: str,
+) -> bool:
+    """The undo of a cancelled acquisition under ``session``; if it did not free the row,
+    the write may still land later (a late duplicate), held by nobody while the session
+    lives: the same pinned undo is sent again a few times, from a task the store owns."""
+    if await undo:
+        return True
+    lease_id, lessee = row
+    retry = _undo_later(table, lease_id, lessee, sent.until_ns, token, session)
+    task = table.tasks.spawn(retry, name=f"aiolease late undo {lease_id}")
+    table.late_undos.add(task)
+    task.add_done_callback(table.late_undos.discard)
+    return False
+
+
+async def _undo_later(
+    table: Table, lease_id: str, lessee: str, until_ns: int, token: int | None, session: str
+) -> None:
+    """Send the pinned undo after each of LATE_UNDO_DELAYS, until one frees the row or the
+    session ends (its items are then takeable anyway). Harmless if the write never lands:
+    the condition matches only this acquisition's own value."""
+    for delay in LATE_UNDO_DELAYS:
+        await asyncio.sleep(delay)
+        if table.session_ended(session):
+            return
+        if await _undo(table, lease_id, lessee, until_ns, token, session, quiet=True):
+            return
+
+
 async def _undo(
     table: Table,
     lease_id: str,
@@ -257,8 +311,12 @@ async def _undo(
     until_ns: int,
     token: int | None,
     session: str | None = None,
-) -> None:
-    """Free the row if it shows our acquiring write; log (never raise) if that fails."""
+    *,
+    quiet: bool = False,
+) -> bool:
+    """Free the row if it shows our acquiring write; log (never raise) if that fails.
+
+    Whether it freed the row (``quiet``: a refusal or failure is not logged)."""
     where = {"lease_id": lease_id, "lessee_id": lessee}
     try:
         async with asyncio.timeout(CLEANUP_TIMEOUT):
@@ -271,8 +329,10 @@ async def _undo(
     except Expected:
         # The cancelled write never landed (or was already undone); it may still be in
         # flight, so its value stays issued.
-        return
+        return False
     except (LeaseError, TimeoutError) as exc:
+        if quiet:
+            return False
         get_logger().warning(
             "could not undo the cancelled acquisition of %s by %s: %s; "
             "the row stays held until it expires",
@@ -281,5 +341,6 @@ async def _undo(
             str(exc) or f"timed out after {CLEANUP_TIMEOUT} s",
             extra=where,
         )
-        return
+        return False
     get_logger().info("undid the cancelled acquisition of %s by %s", lease_id, lessee, extra=where)
+    return True

@@ -64,13 +64,17 @@ def has_credentials() -> bool:
     import botocore.exceptions as bce
     import botocore.session
 
-    session = botocore.session.get_session()
-    resolver = session.get_component("credential_provider")
-    for name in ("iam-role", "container-role"):
-        with suppress(ValueError):
-            resolver.remove(name)
     try:
+        session = botocore.session.get_session()
+        resolver = session.get_component("credential_provider")
+        for name in ("iam-role", "container-role"):
+            with suppress(ValueError):
+                resolver.remove(name)
         return session.get_credentials() is not None
+    except bce.ProfileNotFound:
+        # A profile was asked for (AWS_PROFILE): never hide it behind throwaway credentials;
+        # opening the client reports it.
+        return True
     except bce.BotoCoreError:
         return False
 

@@ -2,14 +2,16 @@
 
 The keeper, the scope and the locker each call one method of :class:`Events` where
 something happens. With nobody listening and no metrics, a call costs two attribute
-tests: no event object is built. Listeners run soon after (``loop.call_soon``), never
-inline in the renewal path; streams only append to a bounded buffer.
+tests: no event object is built. Plain listeners run soon after (``loop.call_soon``),
+never inline in the renewal path; async listeners and streams only append to a bounded
+buffer (see ``_listeners``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._listeners import AsyncRegistration, Registration, Spawn
 from ._log import get_logger
 from ._types import SESSION_PREFIX, Lease, ns_to_datetime
 
@@ -169,17 +172,8 @@ def _is_session_row(lease: Lease) -> bool:
     return lease._session is None and lease.lease_id.startswith(SESSION_PREFIX)
 
 
+# A plain function, or a coroutine function (its coroutine is what it returns).
 Listener = Callable[[LeaseEvent], object]
-
-
-class _Registration:
-    """One listener, and whether its first failure was logged already."""
-
-    __slots__ = ("callback", "failures")
-
-    def __init__(self, callback: Listener) -> None:
-        self.callback = callback
-        self.failures = 0
 
 
 class Events:
@@ -189,12 +183,23 @@ class Events:
     builds the event only when someone listens.
     """
 
-    def __init__(self, table: str, clock: Clock) -> None:
+    def __init__(self, table: str, clock: Clock, spawn: Spawn | None = None) -> None:
         self.table = table
         self.clock = clock
         self.metrics: Metrics | None = None
-        self._listeners: list[_Registration] = []
-        self._streams: list[EventStream] = []
+        # Runs an async listener's task (the locker's task owner; else a bare task).
+        self.spawn = spawn
+        # Tuples, replaced on (un)subscribing: a delivery queued keeps the ones of its time.
+        self._listeners: tuple[Registration | AsyncRegistration, ...] = ()
+        self._sync: tuple[Registration, ...] = ()
+        self._async: tuple[AsyncRegistration, ...] = ()
+        # Held weakly: a stream its consumer dropped (``break`` without close) unsubscribes.
+        # A tuple replaced on change (a dead stream's callback too), never mutated while
+        # _send iterates it; cheaper to iterate and test than a WeakSet.
+        self._streams: tuple[weakref.ref[EventStream], ...] = ()
+        # ...but strongly while a consumer awaits one: that keeps the consumer's task alive
+        # (the loop itself holds no reference to a task waiting on a future).
+        self._waiting: set[EventStream] = set()
         self._lost: dict[tuple[str, int], None] = {}
 
     @property
@@ -205,26 +210,46 @@ class Events:
     # -- subscribing --------------------------------------------------------------------
 
     def add_listener(self, callback: Listener) -> Callable[[], None]:
-        """Call ``callback(event)`` for each event; returns the function that removes it."""
+        """Deliver each event to ``callback``; returns the function that removes it.
+
+        A plain function is called on the loop (``call_soon``) and must be quick; a
+        coroutine function runs in a task, one event at a time, over a bounded buffer.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        registration: Registration | AsyncRegistration
         if inspect.iscoroutinefunction(callback):
-            raise TypeError(
-                "callback must be a plain function (it is called with loop.call_soon); "
-                "for async handling iterate locker.events()"
-            )
-        registration = _Registration(callback)
-        self._listeners.append(registration)
+            registration = AsyncRegistration(callback, self.spawn)
+        else:
+            registration = Registration(callback)
+        self._subscribe(registration, +1)
 
         def remove() -> None:
-            if registration in self._listeners:
-                self._listeners.remove(registration)
+            if registration.active:
+                registration.remove()
+                self._subscribe(registration, -1)
 
         return remove
+
+    def _subscribe(self, registration: Registration | AsyncRegistration, change: int) -> None:
+        listeners = [r for r in self._listeners if r is not registration]
+        if change > 0:
+            listeners.append(registration)
+        self._listeners = tuple(listeners)
+        self._sync = tuple(r for r in listeners if isinstance(r, Registration))
+        self._async = tuple(r for r in listeners if isinstance(r, AsyncRegistration))
 
     def stream(self, max_buffer: int) -> EventStream:
         """A new subscription: an async iterator over the events from now on."""
         return EventStream(self, max_buffer)
+
+    def _add_stream(self, stream: EventStream) -> weakref.ref[EventStream]:
+        ref = weakref.ref(stream, self._drop_stream)
+        self._streams = (*self._streams, ref)
+        return ref
+
+    def _drop_stream(self, ref: weakref.ref[EventStream]) -> None:
+        self._streams = tuple(r for r in self._streams if r is not ref)
 
     # -- the lifecycle points -----------------------------------------------------------
 
@@ -328,35 +353,31 @@ class Events:
         )
 
     def _send(self, event: LeaseEvent) -> None:
-        for stream in self._streams:
-            stream._put(event)
-        if self._listeners:
-            # One callback for all listeners, in emission order; the listener list is
-            # copied so that one removed meanwhile still gets the events sent before.
-            asyncio.get_running_loop().call_soon(self._deliver, list(self._listeners), event)
+        for ref in self._streams:
+            stream = ref()
+            if stream is not None:
+                stream._put(event)
+        for registration in self._async:
+            registration.put(event)
+        if self._sync:
+            # One callback for all plain listeners, in emission order; each checks at
+            # delivery that it was not removed meanwhile.
+            asyncio.get_running_loop().call_soon(self._deliver, self._sync, event)
 
     @staticmethod
-    def _deliver(registrations: list[_Registration], event: LeaseEvent) -> None:
+    def _deliver(registrations: tuple[Registration, ...], event: LeaseEvent) -> None:
         for registration in registrations:
-            try:
-                registration.callback(event)
-            except Exception as exc:
-                registration.failures += 1
-                if registration.failures == 1:
-                    get_logger().error(
-                        "event listener %r raised on %s (logged once; it stays registered)",
-                        registration.callback,
-                        type(event).__name__,
-                        exc_info=exc,
-                    )
+            registration.deliver(event)
 
 
 class EventStream:
     """``async for event in locker.events():`` — the events from its creation on.
 
     Also an async context manager that unsubscribes on exit (``close()`` does too; the
-    iteration then ends). The buffer holds ``max_buffer`` events; when a slow consumer lets
-    it fill, the oldest are dropped, counted in :attr:`dropped` and logged.
+    iteration then ends); a stream nobody references any more unsubscribes too. The buffer
+    holds ``max_buffer`` events; when a slow consumer lets it fill, the oldest are dropped,
+    counted in :attr:`dropped` and logged. One consumer at a time: a second task awaiting
+    the next event while another waits raises ``RuntimeError``.
     """
 
     def __init__(self, events: Events, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
@@ -371,7 +392,7 @@ class EventStream:
         self._dropping = False
         self.dropped = 0
         """How many events were dropped because the buffer was full."""
-        events._streams.append(self)
+        self._ref = events._add_stream(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._buffer)} buffered"
@@ -387,8 +408,7 @@ class EventStream:
         if self._closed:
             return
         self._closed = True
-        if self in self._events._streams:
-            self._events._streams.remove(self)
+        self._events._drop_stream(self._ref)
         self._wake()
         if self.dropped:
             get_logger().warning(
@@ -415,14 +435,21 @@ class EventStream:
         return self
 
     async def __anext__(self) -> LeaseEvent:
+        if self._waiter is not None:
+            raise RuntimeError(
+                "this event stream is already being iterated by another task; "
+                "give each consumer its own locker.events()"
+            )
         while not self._buffer:
             if self._closed:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
+            self._events._waiting.add(self)
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+                self._events._waiting.discard(self)
         event = self._buffer.popleft()
         if not self._buffer:
             self._dropping = False  # caught up: the next overflow is logged again

@@ -74,7 +74,7 @@ class Keeper:
         self.clock = clock
         self.safety_margin = safety_margin
         self.tasks = tasks
-        self.events = Events(store.table_name, clock)
+        self.events = Events(store.table_name, clock, tasks.spawn)
 
     def margin(self, duration: float) -> float:
         """How long before its expiry a holder of a ``duration`` lease stops its work."""
@@ -208,6 +208,7 @@ class Keeper:
                 self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(lease, f"the item is {exc.detail}", exc.reason, exc.holder) from exc
             except LeaseStoreError as exc:
+                self.events.renewal_refused(lease, self.clock.monotonic() - started)
                 raise self.lost(
                     lease, f"the table cannot be written: {exc}", "table error"
                 ) from exc

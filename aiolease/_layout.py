@@ -50,7 +50,12 @@ class TableLayout(Protocol):
         ...
 
     async def find_available(self, table: Table, cutoff_ns: int, limit: int) -> list[LeaseItem]:
-        """Up to ``limit`` rows that look free or expired (``LeaseUntil < cutoff_ns``)."""
+        """Up to ``limit`` rows that look free or expired (``LeaseUntil < cutoff_ns``); if there
+        are none, up to ``limit`` items held under a session (judged by their sessions)."""
+        ...
+
+    async def find_session_held(self, table: Table, limit: int) -> list[LeaseItem]:
+        """Up to ``limit`` items held under a session: the candidates of a second pass."""
         ...
 
 
@@ -68,16 +73,12 @@ class ScanLayout:
         return None
 
     async def find_available(self, table: Table, cutoff_ns: int, limit: int) -> list[LeaseItem]:
-        found: list[LeaseItem] = []
-        request = requests.scan(table.schema, cutoff_ns=cutoff_ns)
-        # aclosing: leaving early closes the pager now, not when the loop collects it.
-        async with aclosing(table.pages("scan", request)) as pages:
-            async for page in pages:
-                for item in table.items(page, leasable_only=True):
-                    found.append(item)
-                    if len(found) >= limit:
-                        return found
-        return found
+        # Free and expired rows only: live session-held items never crowd them out.
+        found = await _scan_into(table, requests.scan(table.schema, cutoff_ns=cutoff_ns), limit)
+        return found or await self.find_session_held(table, limit)
+
+    async def find_session_held(self, table: Table, limit: int) -> list[LeaseItem]:
+        return await _scan_into(table, requests.scan_session_held(table.schema), limit)
 
 
 class IndexedLayout:
@@ -123,22 +124,54 @@ class IndexedLayout:
                 )
         return await self._scan.find_available(table, cutoff_ns, limit)
 
-    async def _query(self, table: Table, cutoff_ns: int, limit: int) -> list[LeaseItem]:
-        found: list[LeaseItem] = []
+    async def find_session_held(self, table: Table, limit: int) -> list[LeaseItem]:
+        if table.clock.monotonic() >= self._scan_until:
+            try:
+                return await self._query_session_held(table, limit, self._order())
+            except LeaseStoreError as exc:
+                if not is_missing_index(exc.__cause__):
+                    raise
+                self._scan_until = table.clock.monotonic() + INDEX_RECHECK
+        return await self._scan.find_session_held(table, limit)
+
+    def _order(self) -> list[int]:
         order = list(range(self.buckets))
         random.shuffle(order)  # waiters spread over the buckets instead of all reading one
+        return order
+
+    async def _query_session_held(
+        self, table: Table, limit: int, order: list[int]
+    ) -> list[LeaseItem]:
+        found: list[LeaseItem] = []
+        for bucket in order:
+            request = requests.query_session_held(self._schema, self._index_name, bucket)
+            if await _read_into(table, request, found, limit):
+                break
+        return found
+
+    async def _query(self, table: Table, cutoff_ns: int, limit: int) -> list[LeaseItem]:
+        found: list[LeaseItem] = []
+        order = self._order()
         for bucket in order:
             request = requests.query_available(self._schema, self._index_name, bucket, cutoff_ns)
             if await _read_into(table, request, found, limit):
                 return found
-        if not found:
-            # Nothing free or expired: items held under a session (LeaseUntil MAX) are the
-            # candidates left, for the takeover rule to judge by their sessions.
-            for bucket in order:
-                request = requests.query_session_held(self._schema, self._index_name, bucket)
-                if await _read_into(table, request, found, limit):
+        # Nothing free or expired: items held under a session are the candidates left, for
+        # the takeover rule to judge by their sessions.
+        return found or await self._query_session_held(table, limit, order)
+
+
+async def _scan_into(table: Table, request: dict[str, Any], limit: int) -> list[LeaseItem]:
+    """Up to ``limit`` leasable rows of a filtered scan, stopping as soon as it has them."""
+    found: list[LeaseItem] = []
+    # aclosing: leaving early closes the pager now, not when the loop collects it.
+    async with aclosing(table.pages("scan", request)) as pages:
+        async for page in pages:
+            for item in table.items(page, leasable_only=True):
+                found.append(item)
+                if len(found) >= limit:
                     return found
-        return found
+    return found
 
 
 async def _read_into(

@@ -20,7 +20,14 @@ from ._scope import LeaseScope, _check_lease_id, _check_request
 from ._session import LeaseSession
 from ._takeover import Takeover, takeover_rule
 from ._tasks import TaskOwner
-from ._types import Holder, Lease, LeaseRequest, _as_seconds, check_clock_skew
+from ._types import (
+    Holder,
+    Lease,
+    LeaseRequest,
+    _as_seconds,
+    check_clock_skew,
+    refuse_session_row,
+)
 
 if TYPE_CHECKING:
     from ._store import LockStore
@@ -276,6 +283,8 @@ class Locker:
         """
         if not isinstance(lease, Lease):
             raise TypeError(f"lease must be a Lease, not {type(lease).__name__}")
+        if lease._session is None:
+            refuse_session_row(lease.lease_id, "a session keeps itself alive in locker.session()")
         period = self._keeper.check_period(lease.request, period, stacklevel=3)
         await self._keeper.keep_alive(self._keeper.hold(lease), period, None)
 
@@ -401,12 +410,17 @@ class Locker:
     # -- events -------------------------------------------------------------------------
 
     def add_listener(self, callback: Listener) -> Callable[[], None]:
-        """Call ``callback(event)`` for each lifecycle event of this locker's leases.
+        """Deliver each lifecycle event of this locker's leases to ``callback``.
 
-        Returns a function that removes the listener. The callback is a plain function,
-        called soon after the event (``loop.call_soon``), never inside the renewal path: a
-        slow listener delays the loop, not a renewal's bookkeeping. One that raises is
-        logged (its first failure, with the exception) and stays registered. Events are
+        Returns a function that removes the listener; no call starts after it returns.
+        A plain function is called on the event loop soon after the event (``call_soon``,
+        never inside the renewal path) and must be quick: a callback that blocks the loop
+        blocks renewals too; do slow work in an async callback or a ``locker.events()``
+        consumer. One that takes over 0.1 s is logged once. A coroutine function runs in
+        a task the locker owns, one event at a time; events that arrive while it is busy
+        wait in a buffer of 1000 that drops the oldest (logged), so it never delays a
+        renewal. A listener that raises (anything but ``KeyboardInterrupt`` and
+        ``SystemExit``) is logged once and stays registered. Events are
         :class:`LeaseEvent` values (see docs/observability.md).
         """
         return self._keeper.events.add_listener(callback)
@@ -414,8 +428,10 @@ class Locker:
     def events(self, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> EventStream:
         """The lifecycle events from now on: ``async with locker.events() as stream:``.
 
-        An async iterator (and an async context manager that unsubscribes on exit). It
-        keeps at most ``max_buffer`` undelivered events: a consumer that falls behind loses
-        the oldest, counted in ``stream.dropped`` and logged; it never delays a renewal.
+        An async iterator (and an async context manager that unsubscribes on exit; a
+        stream nobody references any more unsubscribes too). It keeps at most
+        ``max_buffer`` undelivered events: a consumer that falls behind loses the oldest,
+        counted in ``stream.dropped`` and logged; it never delays a renewal. One consumer
+        at a time: a second task awaiting the next event meanwhile gets ``RuntimeError``.
         """
         return self._keeper.events.stream(max_buffer)

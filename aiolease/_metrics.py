@@ -52,6 +52,12 @@ def _version() -> str | None:
         return None
 
 
+# Attribute dicts kept for reuse: a handful per lessee (outcomes, reasons), so this covers
+# hundreds of lessees; a locker that sees more (metrics_lessee_id=True, lessee IDs unique
+# per task) rebuilds them instead of growing without bound.
+_MAX_CACHED_ATTRIBUTES = 1024
+
+
 class Metrics:
     """The instruments of one locker, on a meter of ``meter_provider``."""
 
@@ -121,6 +127,8 @@ class Metrics:
                 attributes["aiolease.lessee_id"] = lessee
             if key:
                 attributes[key] = value
+            if len(self._attributes) >= _MAX_CACHED_ATTRIBUTES:
+                self._attributes.clear()  # many lessees over time: start again, bounded
             self._attributes[cache_key] = attributes
         return attributes
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._errors import LeaseNotObtainedError, LeaseUnavailableError
 from ._table import Table
-from ._types import Lease, LeaseItem
+from ._types import Lease, LeaseItem, refuse_session_row
 from ._wire import requests, rows
 from ._wire.calls import Retried
 from ._wire.codes import CONDITION_FAILED, Expected
@@ -18,6 +18,11 @@ __all__ = ["force_release", "release"]
 # force_release() without expect reads, then frees conditioned on what it read: this many
 # tries if the row keeps changing in between.
 FORCE_RELEASE_ATTEMPTS = 3
+# Why a session row is never released as an item: freed, Go workers would lease it as an
+# item and takers would judge the session dead while its holder still works.
+FORCE_SESSION = (
+    "end the session instead (its holder's end_session(); once expired, any taker ends it)"
+)
 
 
 async def release(table: Table, lease: Lease) -> bool | None:
@@ -26,6 +31,8 @@ async def release(table: Table, lease: Lease) -> bool | None:
     ``None``: an attempt's answer was lost and a retry found the row held by a newer holder,
     who may have taken it after our lost release freed it, or from us before it.
     """
+    if lease._session is None:
+        refuse_session_row(lease.lease_id, "end it with end_session()")
     try:
         return await _release(table, lease)
     finally:
@@ -64,6 +71,7 @@ async def _release(table: Table, lease: Lease) -> bool | None:
 
 async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -> LeaseItem | None:
     """Free a held row in the state read (``expect``, or read here); the row as it was before."""
+    refuse_session_row(lease_id, FORCE_SESSION)
     schema = table.schema
     for _ in range(FORCE_RELEASE_ATTEMPTS):
         current = expect

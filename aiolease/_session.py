@@ -87,6 +87,7 @@ class LeaseSession:
         )
         self._state = _State.CREATED
         self._hold: Hold | None = None  # the session row's, once kept
+        self._kept: _RowKept | None = None  # the session row's heartbeat, once kept
         self._items: dict[_Item, None] = {}  # item scopes entered and not yet released
         self._obtaining: set[asyncio.Task[Lease]] = set()
         self._loss: LeaseLostError | None = None
@@ -386,7 +387,8 @@ class _SessionRow:
             session._on_lost(exc)
             on_lost(exc)
 
-        return _RowKept(session, session._rows.keep(hold, renewed, lost))
+        session._kept = _RowKept(session, session._rows.keep(hold, renewed, lost))
+        return session._kept
 
     async def release(self, lease: Lease) -> bool | None:
         return await self._session._end(lease)
@@ -436,7 +438,13 @@ class _RowKept:
 
     async def finish(self) -> bool | None:
         # Items first, while the heartbeat still covers them; then the tombstone.
-        await self._session._drain()
+        try:
+            await self._session._drain()
+        except BaseException:
+            # Cancelled (aclose() gave up on a detached exit) or failed: the heartbeat must
+            # not go on renewing a session nobody holds; the row expires by itself.
+            self._heartbeat.task.cancel()
+            raise
         return await self._heartbeat.finish()
 
 
@@ -461,6 +469,10 @@ class _Item:
         self.finishing = False
 
     def loss(self) -> LeaseLostError | None:
+        if self._loss is None and self._session._kept is not None:
+            # The session's heartbeat may have ended with a loss whose callback has not run
+            # yet (in this same loop iteration): ask it, as a single lease's scope does.
+            self._session._kept.loss()
         return self._loss
 
     def lose(self, why: str, reason: str) -> None:

@@ -14,7 +14,13 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from ._errors import LeaseError, LeaseLostError, LeaseNotObtainedError, LeaseUnavailableError
+from ._errors import (
+    LeaseError,
+    LeaseLostError,
+    LeaseNotObtainedError,
+    LeaseStoreError,
+    LeaseUnavailableError,
+)
 from ._log import get_logger
 from ._table import Table
 from ._types import (
@@ -106,9 +112,12 @@ async def start(table: Table, request: LeaseRequest) -> Lease:
                 lease_id=key,
                 holder=None if old is None else rows.string(old, schema.lessee_attribute),
             ) from None
-    except (asyncio.CancelledError, LeaseUnavailableError):
+    except (asyncio.CancelledError, LeaseUnavailableError, LeaseStoreError) as exc:
         # The start may have landed with nobody to renew or end it: end it (shielded,
-        # bounded), so that it never looks live to anyone.
+        # bounded), so that it never looks live to anyone. A store error (a denied retry
+        # or read-back) only after an attempt that may have landed unanswered.
+        if isinstance(exc, LeaseStoreError) and not retried.seen:
+            raise
         if until_ns:
             undo = _end_quietly(table, key, request.lessee_id)
             await table.tasks.run_shielded(undo, CLEANUP_TIMEOUT, table.clock)
@@ -172,6 +181,7 @@ async def renew(table: Table, lease: Lease) -> Lease:
             if not ambiguous:
                 table.stamps.forget(lease.lease_id, until_ns)
             reason = rows.session_refusal(schema, raw)
+            table.note_session_ended(lease.lease_id)
             raise LeaseLostError(
                 f"session {lease.lease_id!r} is lost: {reason}",
                 lease_id=lease.lease_id,
@@ -185,6 +195,7 @@ async def renew(table: Table, lease: Lease) -> Lease:
 async def end(table: Table, lease: Lease) -> bool:
     """The holder's end: a tombstone. False if it was ended already (by a taker)."""
     schema = table.schema
+    table.note_session_ended(lease.lease_id)  # whatever the write's fate: no new items
     # The session's items are released (or lost with it): their claims go.
     table.session_claims -= {claim for claim in table.session_claims if claim[0] == lease.lease_id}
     retried = Retried()

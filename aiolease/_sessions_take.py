@@ -16,7 +16,7 @@ import enum
 from ._errors import LeaseNotObtainedError
 from ._observe import Observations, Verdict
 from ._store import LockStore
-from ._types import MAX_NS, Lease, LeaseItem, LeaseRequest, SessionRow
+from ._types import SESSION_HELD_FLOOR, Lease, LeaseItem, LeaseRequest, SessionRow
 
 __all__ = ["SessionState", "Sessions", "held_under_session"]
 
@@ -33,10 +33,12 @@ class SessionState(enum.Enum):
 def held_under_session(item: LeaseItem) -> bool:
     """Whether a row read is (or may be) held under a session: judge its session first.
 
-    Rows read from the index carry no session key (not projected): their ``LeaseUntil`` of
-    MAX gives them away, and they are read again.
+    Rows read from the index carry no session key (not projected): their ``LeaseUntil`` at
+    or above SESSION_HELD_FLOOR gives them away, and they are read again.
     """
-    return item.lessee_id is not None and (item.session is not None or item.until_ns == MAX_NS)
+    return item.lessee_id is not None and (
+        item.session is not None or item.until_ns >= SESSION_HELD_FLOOR
+    )
 
 
 class Sessions:
@@ -78,9 +80,14 @@ class Sessions:
             return SessionState.EXPIRED
         return SessionState.LIVE
 
-    async def takeable(self, item: LeaseItem) -> LeaseItem | None:
+    async def takeable(self, item: LeaseItem, session: Lease | None = None) -> LeaseItem | None:
         """``item`` with its session key (read again if the index left it out), if its
-        session is not LIVE; ``None`` if it cannot be taken now."""
+        session is not LIVE, or is the caller's own ``session``; ``None`` if it cannot be
+        taken now.
+
+        A row showing the caller's own live session is offered too: held by one of its
+        scopes, the acquisition's claim refuses it; held by none (a late duplicate of a
+        cancelled acquisition), the holder takes it back, pinned, with a higher token."""
         if item.session is None:
             fresh = await self._store.get_item(
                 item.lease_id, consistent_read=True, projection_only=True
@@ -89,7 +96,9 @@ class Sessions:
                 return None
             item = fresh
         if item.session is None:
-            return None  # LeaseUntil MAX without a session: not ours to judge
+            return None  # a session-held LeaseUntil without a session: not ours to judge
+        if session is not None and item.session == session.lease_id:
+            return item
         state, _ = await self.judge(item.session)
         return None if state is SessionState.LIVE else item
 
@@ -98,11 +107,13 @@ class Sessions:
     ) -> Lease:
         """Take ``item`` held under a session that is not live: end that session first if it
         only expired, then acquire the item pinned to its state. Else NotObtained."""
-        checked = await self.takeable(item)
+        checked = await self.takeable(item, session)
         if checked is None or checked.session is None:
             raise self._live(item)
         key = checked.session
-        state, row = await self.judge(key)
+        state, row = (SessionState.LIVE, None)
+        if session is None or key != session.lease_id:
+            state, row = await self.judge(key)
         if state in (SessionState.EXPIRED, SessionState.RIPE):
             assert row is not None
             if not await self._store.end_expired_session(row):
@@ -114,7 +125,7 @@ class Sessions:
             self._states[key] = SessionState.DEAD
             if self._seen is not None:
                 self._seen.forget(key)
-        # Pinned to the item as read (lessee, LeaseUntil MAX, token); never by the clock.
+        # Pinned to the item as read (lessee, LeaseUntil, token); never by the clock.
         return await self._store.acquire(
             checked.lease_id, request, max_clock_skew=None, expect=checked, session=session
         )

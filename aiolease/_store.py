@@ -20,7 +20,14 @@ from ._layout import DEFAULT_BUCKETS, IndexedLayout, TableLayout, layout_for
 from ._sessions_store import SessionMethods
 from ._table import Table
 from ._tasks import TaskOwner
-from ._types import Lease, LeaseItem, LeaseRequest, check_expect, check_lease
+from ._types import (
+    Lease,
+    LeaseItem,
+    LeaseRequest,
+    check_expect,
+    check_lease,
+    refuse_session_row,
+)
 from ._wire import requests, rows
 from ._wire.calls import Calls
 from ._wire.schema import Schema
@@ -220,6 +227,8 @@ class LockStore(_Configuration, SessionMethods):
         cancellation detached from their scope. :meth:`connect` calls it before closing its
         client, so that no cleanup runs on a closed client. The store stays usable.
         """
+        for retry in list(self._table.late_undos):
+            retry.cancel()  # a late undo waits seconds between tries: never waited for
         await self._table.tasks.aclose(_CLOSE_TIMEOUT, _UNWIND_TIME)
 
     # -- the table ----------------------------------------------------------------------
@@ -331,7 +340,7 @@ class LockStore(_Configuration, SessionMethods):
                     yield item
 
     async def find_available(
-        self, *, max_clock_skew: float = 0.0, limit: int = 64
+        self, *, max_clock_skew: float = 0.0, limit: int = 64, session_held: bool = False
     ) -> list[LeaseItem]:
         """Up to ``limit`` rows that look free or expired: candidates for an acquisition.
 
@@ -340,10 +349,13 @@ class LockStore(_Configuration, SessionMethods):
         only such rows, so the cost does not grow with the table. Otherwise, or while the
         index does not exist yet, a filtered scan. Either read is eventually consistent and
         the rows may be taken by others meanwhile: only the conditional write decides.
+        Items held under a session only if none looks free or expired (``session_held``: only).
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, not {limit!r}")
         cutoff = self._table.cutoff_ns(max_clock_skew)
+        if session_held:
+            return await self._layout.find_session_held(self._table, limit)
         return await self._layout.find_available(self._table, cutoff, limit)
 
     def expired(self, item: LeaseItem, max_clock_skew: float) -> bool:
@@ -471,8 +483,6 @@ class LockStore(_Configuration, SessionMethods):
         check_expect(expect, lease_id)
         return await _release.force_release(self._table, lease_id, expect)
 
-    # -- plumbing -----------------------------------------------------------------------
-
     async def _renew(
         self, lease: Lease, until: datetime | None, *, return_attributes: bool
     ) -> Lease:
@@ -480,6 +490,7 @@ class LockStore(_Configuration, SessionMethods):
         self._table.schema.key(lease.lease_id)
         if lease._session is not None:
             raise ValueError(f"{lease.lease_id!r} is held under a session: renew the session")
+        refuse_session_row(lease.lease_id, "renew it with renew_session()")
         return await _renew.renew(self._table, lease, until, return_attributes=return_attributes)
 
     def _indexed(self, what: str) -> IndexedLayout:

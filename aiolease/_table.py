@@ -8,6 +8,7 @@ further write).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
@@ -24,6 +25,9 @@ from ._wire.schema import Schema
 
 __all__ = ["Table"]
 
+# Ended sessions remembered per store (keys are never reused: only a memory bound).
+MAX_ENDED_SESSIONS = 100_000
+
 
 class Table:
     """The lease table: its ``schema``, ``calls``, ``clock``, ``stamps``, ``tasks`` and reads."""
@@ -39,9 +43,26 @@ class Table:
         self._warned_malformed: set[str] = set()
         self._key_checked = False
         # (session key, item) of every acquisition under a session that is in flight or
-        # held through this store: one at a time per item and session, because such rows
-        # all show LeaseUntil MAX, so only this tells a sibling's write from our own.
+        # held through this store: one at a time per item and session, and what tells the
+        # session's holder that a row showing its session is held by none of its scopes
+        # (a late duplicate of a cancelled acquisition), so that it may take it back.
         self.session_claims: set[tuple[str, str]] = set()
+        # Re-sent undos of cancelled session acquisitions (their writes may land late):
+        # cancelled by the store's aclose(), which must not wait out their delays.
+        self.late_undos: set[asyncio.Task[None]] = set()
+        # Keys of the sessions this store ended (or found ended): nothing is acquired under
+        # them any more. Insertion-ordered, the oldest forgotten beyond MAX_ENDED_SESSIONS.
+        self._ended_sessions: dict[str, None] = {}
+
+    def session_ended(self, key: str) -> bool:
+        """Whether this store ended session ``key`` (or saw a renewal of it refused)."""
+        return key in self._ended_sessions
+
+    def note_session_ended(self, key: str) -> None:
+        """Remember that session ``key`` is over: acquisitions under it are refused."""
+        self._ended_sessions[key] = None
+        while len(self._ended_sessions) > MAX_ENDED_SESSIONS:
+            del self._ended_sessions[next(iter(self._ended_sessions))]
 
     def cutoff_ns(self, max_clock_skew: float) -> int:
         """The clock rule: rows with ``LeaseUntil`` below this have expired, skew allowed."""

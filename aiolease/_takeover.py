@@ -88,13 +88,38 @@ class ClockTakeover:
         """Candidates from the store's layout, tried in random order.
 
         Random, so that workers starting together spread over the pool instead of colliding
-        on the first rows. Items held under a session come last (each costs a read of its
-        session row) and are taken only once their session is dead or expired.
+        on the first rows. Items held under a session come only in a second pass, when no
+        free or expired candidate was usable (each costs a read of its session row), and are
+        taken only once their session is dead or expired (or is the caller's own ``session``
+        and none of its scopes holds the item).
         """
         candidates = await store.find_available(max_clock_skew=self._skew, limit=ENOUGH_CANDIDATES)
+        sessions = Sessions(store, self._skew)
+        lease = await self._try(store, request, candidates, sessions, session)
+        tried = len(candidates)
+        if lease is None and candidates and not any(map(held_under_session, candidates)):
+            # Every free or expired candidate was taken since the read: a second pass.
+            candidates = await store.find_available(limit=ENOUGH_CANDIDATES, session_held=True)
+            lease = await self._try(store, request, candidates, sessions, session)
+            tried += len(candidates)
+        if lease is not None:
+            return lease
+        raise LeaseNotObtainedError(
+            f"no free item for {request.lessee_id!r} in table {store.table_name!r} "
+            f"({tried} candidate(s) tried)"
+        )
+
+    async def _try(
+        self,
+        store: LockStore,
+        request: LeaseRequest,
+        candidates: list[LeaseItem],
+        sessions: Sessions,
+        session: Lease | None,
+    ) -> Lease | None:
+        """The first of ``candidates`` (tried in random order) that could be taken, or None."""
         random.shuffle(candidates)
         candidates.sort(key=held_under_session)  # stable: the others first, still shuffled
-        sessions = Sessions(store, self._skew)
         for item in candidates:
             try:
                 if held_under_session(item):
@@ -107,10 +132,7 @@ class ClockTakeover:
                 return taken_from(item, lease)
             except LeaseNotObtainedError:
                 continue  # taken since the scan: try the next one
-        raise LeaseNotObtainedError(
-            f"no free item for {request.lessee_id!r} in table {store.table_name!r} "
-            f"({len(candidates)} candidate(s) tried)"
-        )
+        return None
 
     async def obtain_named(
         self,
@@ -179,11 +201,9 @@ class ObserveTakeover:
         async with aclosing(scan) as items:
             async for item in items:
                 if held_under_session(item):
-                    by_session.append(item)
-                    found += 1
-                    if found >= ENOUGH_CANDIDATES:
-                        complete = False
-                        break
+                    # Never counted toward the limit: live ones must not crowd free ones out.
+                    if len(by_session) < ENOUGH_CANDIDATES:
+                        by_session.append(item)
                     continue
                 verdict = seen.judge(item, clock.monotonic())
                 if verdict is Verdict.CLOCK and not store.expired(item, self._skew):
@@ -194,9 +214,12 @@ class ObserveTakeover:
                     if found >= ENOUGH_CANDIDATES:
                         complete = False
                         break
-        # Judge the sessions now (one read each), so that their sightings survive the prune.
         sessions = Sessions(store, self._skew, seen)
-        takeable = [item for item in by_session if await sessions.takeable(item) is not None]
+        takeable: list[LeaseItem] | None = None
+        if not any(chosen.values()):
+            # Only session-held candidates: judge their sessions now (one read each), so
+            # that their sightings survive the prune.
+            takeable = await self._takeable(sessions, by_session, session)
         # Rows a complete pass did not see are gone from the table.
         seen.prune(started if complete else clock.monotonic() - seen.forget_after)
         for verdict in (Verdict.FREE, Verdict.RIPE, Verdict.CLOCK):
@@ -209,6 +232,9 @@ class ObserveTakeover:
                     continue  # changed since the read: a renewal or another waiter won
                 seen.forget(item.lease_id)
                 return lease
+        if takeable is None:
+            # No free or seen-expired candidate was usable: the second pass, by sessions.
+            takeable = await self._takeable(sessions, by_session, session)
         random.shuffle(takeable)
         for item in takeable:
             try:
@@ -217,8 +243,16 @@ class ObserveTakeover:
                 continue
         raise LeaseNotObtainedError(
             f"no item free or seen expired for {request.lessee_id!r} in table "
-            f"{store.table_name!r} ({found} candidate(s) tried, {len(seen)} being watched)"
+            f"{store.table_name!r} ({found + len(by_session)} candidate(s) tried, "
+            f"{len(seen)} being watched)"
         )
+
+    @staticmethod
+    async def _takeable(
+        sessions: Sessions, items: list[LeaseItem], session: Lease | None
+    ) -> list[LeaseItem]:
+        """The session-held ``items`` whose sessions let them be taken (one read each)."""
+        return [item for item in items if await sessions.takeable(item, session) is not None]
 
     async def obtain_named(
         self,

@@ -52,7 +52,7 @@ class TaskOwner:
         if self._parent is not None:
             self._parent.own(task)
 
-    async def run_shielded(self, cleanup: Awaitable[None], timeout: float, clock: Clock) -> bool:
+    async def run_shielded(self, cleanup: Awaitable[object], timeout: float, clock: Clock) -> bool:
         """Run ``cleanup`` to completion, at most ``timeout`` seconds, whatever cancels the caller.
 
         Returns whether the caller was cancelled meanwhile (the caller re-raises). What does

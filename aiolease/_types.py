@@ -20,8 +20,20 @@ MIN_DURATION = 0.01
 # The LeaseUntil of session rows and of items held under a session: Go workers (whose rule
 # is LeaseUntil < now) see them held forever; aiolease takers judge the session instead.
 MAX_NS = 2**63 - 1
+# Items held under a session store LeaseUntil = this + the acquisition's own unique stamp
+# (its would-be expiry): unique per acquisition, so an undo or a lost-answer retry
+# recognises exactly its own write; still within Go's int64, far in the future to Go
+# workers, and above any clock cutoff, so nobody takes such an item by the clock.
+SESSION_HELD_FLOOR = 2**62
 # Session rows are keyed by this prefix, the lessee ID and a fresh UUID (never reused).
 SESSION_PREFIX = "aiolease-session:"
+
+
+def refuse_session_row(lease_id: object, instead: str) -> None:
+    """ValueError if ``lease_id`` is a session row's key: item calls would corrupt it (free
+    it for Go workers and takers, or stamp an item expiry on it). ``instead``: what to do."""
+    if isinstance(lease_id, str) and lease_id.startswith(SESSION_PREFIX):
+        raise ValueError(f"{lease_id!r} is a session's row, not an item: {instead}")
 
 
 def _as_seconds(name: str, value: object) -> float:

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aiolease"
 # The library's layers, lowest first; within a layer, a module imports only those before it.
 LAYERS: list[list[str]] = [
     # values, errors, logging, time; metrics and lifecycle events
-    ["_types", "_errors", "_log", "_clock", "_observe", "_metrics", "_events"],
+    ["_types", "_errors", "_log", "_clock", "_observe", "_metrics", "_listeners", "_events"],
     ["_tasks"],  # the owner of background work
     # The wire: names, requests, parsing, error codes, the call engine.
     [

@@ -169,6 +169,18 @@ async def test_release_of_a_missing_item_fails(
     assert err.startswith("aiolease: error: no item 'ghost'") and err.count("\n") == 1
 
 
+async def test_release_of_a_session_row_is_a_usage_error_and_keeps_the_session(
+    dynamodb_endpoint: str, store: LockStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session = await store.start_session(LeaseRequest("worker-a", 30))
+    with pytest.raises(SystemExit) as info:
+        await cli(store, dynamodb_endpoint, "release", session.lease_id, "--yes")
+    assert info.value.code == EXIT_USAGE
+    assert "end the session instead" in capsys.readouterr().err
+    row = await store.get_session(session.lease_id)
+    assert row is not None and not row.ended and row.lessee_id == "worker-a"
+
+
 # -- errors -------------------------------------------------------------------------------
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
@@ -326,12 +329,8 @@ async def test_a_stream_ends_after_close_with_what_it_had_buffered() -> None:
 def test_bad_listeners_and_buffers_are_refused() -> None:
     hub = Events("t", _Clock())
 
-    async def coroutine_function(event: LeaseEvent) -> None: ...
-
     with pytest.raises(TypeError, match="callable"):
         hub.add_listener("print")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="plain function"):
-        hub.add_listener(coroutine_function)
     with pytest.raises(ValueError, match="max_buffer"):
         hub.stream(0)
     with pytest.raises(TypeError, match="max_buffer"):
@@ -345,3 +344,206 @@ def test_events_are_frozen() -> None:
     event = LeaseReleased(time=datetime.now(UTC), table="t", lease_id="a", lessee_id="w", token=1)
     with pytest.raises(FrozenInstanceError):
         event.token = 2  # type: ignore[misc]
+
+
+async def test_a_renewal_ending_in_a_table_error_is_counted_as_a_lost_renewal(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    store, proxy = faulty_store
+    reader = InMemoryMetricReader()
+    locker = Locker(store, meter_provider=MeterProvider(metric_readers=[reader]))
+
+    async def denied() -> Any:
+        raise faults.client_error("AccessDeniedException")
+
+    with pytest.raises(LeaseLostError, match="table"):  # noqa: PT012
+        async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
+            proxy.always("update_item", lambda call: denied())
+            try:
+                await asyncio.sleep(WAIT)  # cancelled by the loss
+            finally:
+                proxy.always("update_item", None)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: list(m.data.data_points)  # type: ignore[union-attr]
+        for r in data.resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+    }
+    assert sum(p.value for p in points["aiolease.losses"]) == 1  # type: ignore[union-attr]
+    outcomes = {
+        dict(p.attributes or {}).get("aiolease.outcome"): p.value  # type: ignore[union-attr]
+        for p in points.get("aiolease.renewals", [])
+    }
+    assert outcomes.get("lost") == 1, f"the table error's attempt is not counted: {outcomes}"
+    durations = {
+        dict(p.attributes or {}).get("aiolease.outcome"): p.count  # type: ignore[union-attr]
+        for p in points.get("aiolease.renewal.duration", [])
+    }
+    assert durations.get("lost") == 1, f"nor timed in aiolease.renewal.duration: {durations}"
+
+
+async def test_a_slow_async_listener_never_costs_a_lease(
+    faulty_store: tuple[LockStore, FaultyClient],
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    renewals = 0
+    enough = asyncio.Event()
+    slow_calls: list[str] = []
+
+    async def slow(event: LeaseEvent) -> None:
+        slow_calls.append(type(event).__name__)
+        await asyncio.sleep(1.9)  # nearly the whole 2 s lease, for every event
+
+    def count(event: LeaseEvent) -> None:
+        nonlocal renewals
+        if isinstance(event, LeaseRenewed):
+            renewals += 1
+            if renewals == 12:  # 2.4 s of heartbeats: past the first lease's expiry
+                enough.set()
+
+    remove = locker.add_listener(slow)
+    locker.add_listener(count)
+    # A loss would cancel the body: LeaseLostError out of the scope.
+    async with locker.lease(LeaseRequest("w1", 2), heartbeat_period=0.2):
+        await asyncio.wait_for(enough.wait(), WAIT)
+    remove()  # its waiting events are discarded; the call in progress ends by itself
+    async with asyncio.timeout(WAIT):
+        await locker.aclose()  # the listener's task is the locker's: awaited, none left
+    assert slow_calls[:2] == ["LeaseAcquired", "LeaseRenewed"], slow_calls
+    assert len(slow_calls) < renewals, "the slow listener was not running one event at a time"
+
+
+async def test_a_slow_plain_listener_is_logged_once_with_its_name_and_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Events("t", _Clock())
+
+    def blocking(event: LeaseEvent) -> None:
+        time.sleep(0.15)  # blocks the loop: what the warning is about
+
+    hub.add_listener(blocking)
+    with caplog.at_level(logging.WARNING, logger="aiolease"):
+        hub.renewed(_lease(), 0.01)
+        hub.renewed(_lease(), 0.01)
+        await asyncio.sleep(0)
+    slow = [r for r in caplog.records if "blocking the event loop" in r.getMessage()]
+    assert len(slow) == 1, [r.getMessage() for r in caplog.records]
+    message = slow[0].getMessage()
+    assert slow[0].levelno == logging.WARNING and "blocking" in message, message
+    assert re.search(r"took 0\.1[5-9] s|took 0\.[2-9]\d s", message), message
+
+
+async def test_an_async_listener_gets_each_event_in_order_one_call_at_a_time() -> None:
+    hub = Events("t", _Clock())
+    got: list[str] = []
+    running = 0
+    done = asyncio.Event()
+
+    async def listener(event: LeaseEvent) -> None:
+        nonlocal running
+        running += 1
+        assert running == 1, "two calls of one async listener overlapped"
+        await asyncio.sleep(0)
+        got.append(type(event).__name__)
+        running -= 1
+        if isinstance(event, LeaseReleased):
+            done.set()
+
+    hub.add_listener(listener)
+    hub.acquired(_lease(), 0.0)
+    hub.renewed(_lease(), 0.01)
+    hub.released(_lease())
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert got == ["LeaseAcquired", "LeaseRenewed", "LeaseReleased"]
+
+
+async def test_a_removed_listener_is_not_called_with_an_event_sent_before_its_removal() -> None:
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+    remove = hub.add_listener(got.append)
+    hub.renewed(_lease(), 0.01)  # its delivery is queued (call_soon)
+    remove()
+    await asyncio.sleep(0)
+    assert got == [], "called after remove() returned"
+
+
+async def test_a_listener_raising_cancelled_error_is_logged_and_the_next_still_called(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # e.g. a listener calling .result() on a cancelled future raises CancelledError.
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+
+    def cancelled(event: LeaseEvent) -> None:
+        raise asyncio.CancelledError
+
+    hub.add_listener(cancelled)
+    hub.add_listener(got.append)
+    with caplog.at_level(logging.ERROR, logger="aiolease"):
+        hub.renewed(_lease(), 0.01)
+        hub.renewed(_lease(), 0.01)
+        await asyncio.sleep(0)
+    assert len(got) == 2, "the second listener never got the events"
+    errors = [r for r in caplog.records if "cancelled" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in caplog.records]
+
+
+async def test_a_stream_left_by_break_unsubscribes_once_unreferenced() -> None:
+    hub = Events("t", _Clock())
+
+    async def first() -> LeaseEvent:
+        async for event in hub.stream(1000):
+            return event  # leaves the stream without close()
+        raise AssertionError("the stream ended")
+
+    task = asyncio.ensure_future(first())
+    await asyncio.sleep(0)
+    hub.renewed(_lease(), 0.01)
+    await task
+    del task
+    gc.collect()
+    assert not hub.listened, f"an abandoned stream is still subscribed: {hub._streams}"
+
+
+async def test_a_second_concurrent_consumer_of_one_stream_is_refused() -> None:
+    hub = Events("t", _Clock())
+    async with hub.stream(10) as stream:
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)  # the first consumer waits
+        with pytest.raises(RuntimeError, match="already being iterated"):
+            await asyncio.wait_for(anext(stream), WAIT)
+        hub.renewed(_lease(), 0.01)
+        assert isinstance(await asyncio.wait_for(first, WAIT), LeaseRenewed)
+        hub.released(_lease())
+        after = await asyncio.wait_for(anext(stream), WAIT)
+        assert isinstance(after, LeaseReleased), "one consumer after another is fine"
+
+
+async def test_a_waiting_consumer_task_nobody_references_keeps_its_stream() -> None:
+    hub = Events("t", _Clock())
+    got: list[LeaseEvent] = []
+    done = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in hub.stream(10):
+            got.append(event)
+            done.set()
+
+    asyncio.ensure_future(consume())  # noqa: RUF006 - the point: no reference kept
+    await asyncio.sleep(0)  # it waits for an event
+    gc.collect()
+    hub.renewed(_lease(), 0.01)
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert kinds(got) == ["LeaseRenewed"]
+    for ref in hub._streams:
+        stream = ref()
+        if stream is not None:
+            stream.close()
+    await asyncio.sleep(0)

@@ -118,6 +118,8 @@ async def test_aiolease_server_serves_other_processes_until_sigterm(tmp_path: Pa
             await server.wait()
     assert server.returncode == 0, err.decode()
     assert "Traceback" not in err.decode(), err.decode()
+    # Quiet by default: no access line per request (--log-requests turns them on).
+    assert "HTTP/1.1" not in err.decode(), err.decode()
 
 
 def test_aiolease_server_on_a_port_in_use_is_a_one_line_error(

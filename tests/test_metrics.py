@@ -165,3 +165,18 @@ def test_opentelemetry_is_not_imported_without_a_meter_provider() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_attribute_cache_stays_bounded_with_many_lessees() -> None:
+    from datetime import UTC, datetime
+
+    from aiolease import Lease
+    from aiolease._metrics import _MAX_CACHED_ATTRIBUTES, Metrics
+
+    metrics = Metrics(
+        sdk.MeterProvider(metric_readers=[InMemoryMetricReader()]), "t", lessee_id=True
+    )
+    now = datetime.now(UTC)
+    for n in range(3 * _MAX_CACHED_ATTRIBUTES):
+        metrics.renewal(Lease("a", LeaseRequest(f"w{n}", 3), now, 1), "renewed", 0.01)
+    assert 0 < len(metrics._attributes) <= _MAX_CACHED_ATTRIBUTES

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from aiolease import LeaseLostError, LeaseNotObtainedError, LeaseRequest, Locker, LockStore
+from aiolease import (
+    LeaseLostError,
+    LeaseNotObtainedError,
+    LeaseRequest,
+    LeaseStoreError,
+    Locker,
+    LockStore,
+)
 from aiolease._takeover import ClockTakeover, ObserveTakeover
 from aiolease._types import SessionRow
 from aiolease.cli import EXIT_OK, main
@@ -25,6 +32,7 @@ from .faults import FaultyClient
 A = LeaseRequest("worker-a", 2)
 B = LeaseRequest("worker-b", 2)
 MAX = str(2**63 - 1)  # what Go workers read as LeaseUntil: held, whatever their clock
+FLOOR = 2**62  # items held under a session store this + their acquisition's own stamp
 SKEW = 1.0
 
 
@@ -159,7 +167,8 @@ async def test_an_item_under_a_session_goes_held_forever_and_is_released_as_befo
     assert lease.fencing_token == 1 and lease._session == session.lease_id
     assert lease.until == session.until and lease.until_ns == session.until_ns
     row = await raw(client, store, "a")
-    assert row["LeaseUntil"] == {"N": MAX}, "Go must see an item of a session held"
+    until = int(row["LeaseUntil"]["N"])
+    assert FLOOR < until < 2**63 - 1, "Go must see an item of a session held (within int64)"
     assert row["LeaseSession"] == {"S": session.lease_id} and "LeaseDuration" not in row
     with pytest.raises(ValueError, match="renew the session"):
         await store.renew(lease)
@@ -167,6 +176,10 @@ async def test_an_item_under_a_session_goes_held_forever_and_is_released_as_befo
     row = await raw(client, store, "a")
     assert "LeaseSession" not in row and "ProcessID" not in row
     assert row["LeaseUntil"] == {"N": "0"} and row["LeaseToken"] == {"N": "1"}
+    again = await store.acquire("a", A, session=session)
+    row = await raw(client, store, "a")
+    assert FLOOR < int(row["LeaseUntil"]["N"]) != until, "not unique to its acquisition"
+    assert await store.release(again)
 
 
 async def test_acquiring_under_another_lessees_session_is_refused(store: LockStore) -> None:
@@ -234,17 +247,30 @@ async def test_session_rows_are_never_offered_as_items(store: LockStore) -> None
 
 
 @pytest.mark.parametrize("named", [False, True])
-async def test_a_live_sessions_item_is_not_taken(store: LockStore, named: bool) -> None:
+async def test_a_live_sessions_item_is_not_taken(
+    store: LockStore, layout: dict[str, Any], named: bool
+) -> None:
     await store.add_item("a")
     session = await store.start_session(A)
     await store.acquire("a", A, session=session)
-    for rule in (ClockTakeover(SKEW), ObserveTakeover(SKEW)):
-        obtain = rule.obtain_named(store, B, "a") if named else rule.obtain_any(store, B)
-        with pytest.raises(LeaseNotObtainedError) as info:
+    rule = ClockTakeover(SKEW)
+    obtain = rule.obtain_named(store, B, "a") if named else rule.obtain_any(store, B)
+    with pytest.raises(LeaseNotObtainedError) as info:
+        await obtain
+    if named:
+        assert info.value.holder == "worker-a", info.value
+        assert "under session" in str(info.value), info.value
+    # The observer waits past the session's duration (its clock), twice, while the holder
+    # keeps renewing: each renewal changes the row, so it is never seen ripe.
+    clock = ShiftedClock()
+    observer, watch = taker(store, layout, clock), ObserveTakeover(SKEW)
+    for _ in range(3):
+        obtain = watch.obtain_named(observer, B, "a") if named else watch.obtain_any(observer, B)
+        with pytest.raises(LeaseNotObtainedError):
             await obtain
-        if named:
-            assert info.value.holder == "worker-a", info.value
-            assert "under session" in str(info.value), info.value
+        assert watch.ripens_in(clock.monotonic()) is not None, "the session row is not watched"
+        session = await store.renew_session(session)
+        clock.ahead += A.duration + 0.1
     row = await store.get_session(session.lease_id)
     assert row is not None and not row.ended, "a taker ended a live session"
 
@@ -300,13 +326,15 @@ async def test_session_held_items_are_candidates_in_both_layouts(
     await store.acquire("a", A, session=session)
     proxy.calls.clear()
     [item] = await store.find_available(max_clock_skew=SKEW)
-    assert (item.lease_id, item.lessee_id, item.until_ns) == ("a", "worker-a", 2**63 - 1)
+    assert (item.lease_id, item.lessee_id) == ("a", "worker-a") and item.until_ns > FLOOR
     if store.indexed:
         assert proxy.calls["scan"] == 0, "the indexed layout scanned for session-held items"
         assert proxy.calls["query"] == 2 * store.buckets, proxy.calls
     await store.add_item("b")
     found = [i.lease_id for i in await store.find_available(max_clock_skew=SKEW)]
-    assert "b" in found and (store.indexed or "a" in found), found
+    assert found == ["b"], f"session-held items come only when none is free: {found}"
+    held = await store.find_available(max_clock_skew=SKEW, session_held=True)
+    assert [i.lease_id for i in held] == ["a"], held
 
 
 async def test_an_ended_sessions_item_is_taken_at_once(store: LockStore) -> None:
@@ -394,6 +422,24 @@ async def test_a_start_cancelled_after_it_landed_is_ended(
     assert row.ended, "a start nobody will renew or end was left looking live"
 
 
+async def test_a_start_ending_in_a_store_error_after_it_may_have_landed_is_ended(
+    faulty: tuple[LockStore, FaultyClient],
+) -> None:
+    store, proxy = faulty
+
+    def denied(call: Any) -> Any:  # the retry of the lost answer: refused by the store
+        async def run() -> Any:
+            raise faults.client_error("AccessDeniedException")
+
+        return run()
+
+    proxy.inject("update_item", faults.drop_response, denied)
+    with pytest.raises(LeaseStoreError):
+        await store.start_session(A)
+    [row] = await store.list_sessions()
+    assert row.ended, "a start that landed unanswered was left looking live"
+
+
 async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, FaultyClient]) -> None:
     store, proxy = faulty
     session = await store.start_session(A)
@@ -406,8 +452,8 @@ async def test_a_lost_end_answer_is_still_an_end(faulty: tuple[LockStore, Faulty
 async def test_one_item_is_acquired_once_at_a_time_under_one_session(
     faulty: tuple[LockStore, FaultyClient],
 ) -> None:
-    # Rows held under a session all show LeaseUntil MAX: two acquisitions of one item under
-    # one session could not tell each other's write (or undo) from their own.
+    # One acquisition of an item at a time under one session: the claim is also what tells
+    # the session's holder that a row showing its session is held by none of its scopes.
     store, proxy = faulty
     await store.add_item("a")
     session = await store.start_session(A)
@@ -421,8 +467,7 @@ async def test_one_item_is_acquired_once_at_a_time_under_one_session(
     first = asyncio.create_task(store.acquire("a", A, session=session))
     await sent.wait()
     with pytest.raises(LeaseNotObtainedError, match="already"):
-        # Were it sent, it would land, and the first one's undo (LeaseUntil MAX, this
-        # session's key) would free it under its holder's feet.
+        # Refused by the claim before anything is sent.
         await store.acquire("a", A, session=session)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -434,3 +479,53 @@ async def test_one_item_is_acquired_once_at_a_time_under_one_session(
         await store.acquire("a", A, session=session)
     assert await store.release(lease)
     assert await store.release(await store.acquire("a", A, session=session))
+
+
+async def test_a_refused_undo_under_a_session_is_sent_again_and_frees_a_late_duplicate(
+    faulty: tuple[LockStore, FaultyClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiolease._acquire
+
+    monkeypatch.setattr(aiolease._acquire, "LATE_UNDO_DELAYS", (0.5, 0.5))
+    store, proxy = faulty
+    await store.add_item("a")
+    session = await store.start_session(LeaseRequest("worker-a", 30))
+    sent, go, landed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    background: list[asyncio.Task[Any]] = []
+
+    def late(call: Any) -> Any:  # the acquisition: applied only after its undo was refused
+        async def apply_later() -> None:
+            await go.wait()
+            await call()
+            landed.set()
+
+        async def run() -> Any:
+            background.append(asyncio.create_task(apply_later()))
+            sent.set()
+            await asyncio.Event().wait()
+
+        return run()
+
+    proxy.inject("update_item", late)
+    first = asyncio.create_task(store.acquire("a", A, session=session))
+    await sent.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    retries = set(store._table.late_undos)
+    assert retries, "no undo was scheduled again"
+    go.set()
+    await landed.wait()
+    item = await store.get_item("a")
+    assert item is not None and item.lessee_id == "worker-a", "the late duplicate did not land"
+    await asyncio.wait(retries, timeout=10)
+    item = await store.get_item("a")
+    assert item is not None and item.lessee_id is None, "the late duplicate was left held"
+
+
+async def test_heartbeat_refuses_a_sessions_lease(store: LockStore) -> None:
+    session = await store.start_session(A)
+    with pytest.raises(ValueError, match="session"):
+        await Locker(store).heartbeat(session)
+    row = await store.get_session(session.lease_id)
+    assert row is not None and not row.ended and row.until_ns == session.until_ns

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -13,6 +15,7 @@ import pytest
 
 from aiolease import LeaseItem, LeaseRequest, LockStore
 from aiolease.cli import EXIT_OK, EXIT_USAGE, main
+from aiolease.cli._exit import EXIT_INTERRUPTED
 from aiolease.cli._watch import changed_rows, plain_lines
 
 TIMEOUT = 30.0
@@ -109,3 +112,89 @@ async def test_watch_highlights_a_change_and_exits_0_on_ctrl_c(
             process.kill()
             await process.wait()
     assert process.returncode == 0, err.decode()
+
+
+def test_the_rich_view_shows_brackets_in_cells_as_text_not_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("rich")
+    from aiolease.cli._watch import _RichView
+
+    view = _RichView()
+    try:
+        view.show("t[/y]", [("jobs[/x]", "w1", "1.0 s", "1", 'note="[/b]"')], set())
+    finally:
+        view.close()
+    out = capsys.readouterr().out
+    assert "jobs[/x]" in out and "[/b]" in out and "t[/y]" in out, out
+
+
+class _HangingStore:
+    """A store whose scan never answers; with ``stubborn``, its first cancellation hangs too."""
+
+    def __init__(self, *, stubborn: bool = False) -> None:
+        self.scanning = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.stubborn = stubborn
+
+    async def scan(self, **kwargs: Any) -> AsyncIterator[Any]:
+        self.scanning.set()
+        try:
+            await asyncio.Event().wait()  # an endpoint that does not answer
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            if not self.stubborn:
+                raise
+            await asyncio.Event().wait()  # an unwinding that hangs until cancelled again
+        yield None  # pragma: no cover
+
+
+def _watch_on(monkeypatch: pytest.MonkeyPatch, store: _HangingStore) -> asyncio.Task[int]:
+    from aiolease.cli import _watch
+
+    @contextlib.asynccontextmanager
+    async def open_store(args: Any) -> AsyncIterator[Any]:
+        yield store
+
+    monkeypatch.setattr(_watch, "_open_store", open_store)
+    args = argparse.Namespace(interval=0.2, count=None, plain=True, table="t")
+    return asyncio.ensure_future(_watch.watch(args))
+
+
+async def _outcome(task: asyncio.Task[int], within: float) -> int:
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), within)
+    except TimeoutError:
+        for _ in range(2):  # a stubborn scan swallows the first cancellation
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
+        raise AssertionError(f"watch still running {within} s after a Ctrl-C") from None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the loop's SIGINT handler")
+async def test_ctrl_c_ends_watch_promptly_with_0_while_a_scan_hangs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _HangingStore()
+    task = _watch_on(monkeypatch, store)
+    await asyncio.wait_for(store.scanning.wait(), TIMEOUT)
+    os.kill(os.getpid(), signal.SIGINT)  # watch's loop handler takes it
+    assert await _outcome(task, 2.0) == EXIT_OK
+    assert store.cancelled.is_set(), "the hung scan was left running"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the loop's SIGINT handler")
+async def test_a_second_ctrl_c_ends_watch_at_once_with_130_while_the_first_unwinds(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _HangingStore(stubborn=True)
+    task = _watch_on(monkeypatch, store)
+    await asyncio.wait_for(store.scanning.wait(), TIMEOUT)
+    os.kill(os.getpid(), signal.SIGINT)
+    try:
+        await asyncio.wait_for(store.cancelled.wait(), 2.0)
+    except TimeoutError:
+        await _outcome(task, 0)  # stops it, then fails
+    os.kill(os.getpid(), signal.SIGINT)
+    # Well under the 5 s the first Ctrl-C gives a hung scan to unwind.
+    assert await _outcome(task, 2.0) == EXIT_INTERRUPTED

@@ -21,12 +21,13 @@ from aiolease import (
     LockStore,
 )
 from aiolease._stamps import Stamps
-from aiolease._types import MAX_NS, SessionRow
+from aiolease._types import MAX_NS, SESSION_HELD_FLOOR, SessionRow
 from aiolease._wire import codes, requests, rows, sessions
 from aiolease._wire.calls import NO_DEADLINE_WAIT, Calls, Slots, deadline_first
 from aiolease._wire.schema import Schema
 
 S = Schema("leases")
+SESSION_HELD = SESSION_HELD_FLOOR + 5_000_000_000  # an item held under a session: floor + stamp
 EXPRESSIONS = (
     "UpdateExpression",
     "ConditionExpression",
@@ -77,9 +78,10 @@ def every_request() -> dict[str, dict[str, Any]]:
         "scan": requests.scan(S),
         "scan_projection": requests.scan(S, projection_only=True),
         "scan_available": requests.scan(S, cutoff_ns=9),
+        "scan_session_held": requests.scan_session_held(S),
         "query": requests.query_available(S, "LeaseBuckets", 2, 9),
         "query_session_held": requests.query_session_held(S, "LeaseBuckets", 2),
-        "undo_session": requests.undo_acquire(S, "a", "w", MAX_NS, 8, "sk"),
+        "undo_session": requests.undo_acquire(S, "a", "w", SESSION_HELD, 8, "sk"),
         "start_session": sessions.start_session(S, "sk", "w", until_ns=5, duration=DURATION),
         "renew_session": sessions.renew_session(S, "sk", "w", 1, until_ns=6, duration=DURATION),
         "end_session": sessions.end_session(S, "sk", "w", 1),
@@ -599,18 +601,25 @@ def test_ending_a_session_writes_a_tombstone_holder_by_tenure_taker_pinned() -> 
     assert taker["ExpressionAttributeValues"][":ou"] == {"N": "5"}
 
 
-def test_acquiring_under_a_session_writes_max_and_the_key_and_drops_the_duration() -> None:
+def test_acquiring_under_a_session_writes_its_held_value_and_the_key_no_duration() -> None:
     request = requests.acquire(
-        S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=9, expect=None, session="sk"
+        S,
+        "a",
+        "w",
+        until_ns=SESSION_HELD,
+        duration=DURATION,
+        cutoff_ns=9,
+        expect=None,
+        session="sk",
     )
     assert request["UpdateExpression"] == (
         "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #s = :session REMOVE #d"
     )
     values = request["ExpressionAttributeValues"]
-    assert values[":u"] == {"N": str(MAX_NS)} and values[":session"] == {"S": "sk"}
+    assert values[":u"] == {"N": str(SESSION_HELD)} and values[":session"] == {"S": "sk"}
     assert ":d" not in values
     # Taking an item of a dead session: pinned to the item as read, never by the clock.
-    held = LeaseItem("a", "other", MAX_NS, 7, session="old")
+    held = LeaseItem("a", "other", SESSION_HELD, 7, session="old")
     take = requests.acquire(
         S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=None, expect=held, session="sk"
     )
@@ -618,12 +627,13 @@ def test_acquiring_under_a_session_writes_max_and_the_key_and_drops_the_duration
         "attribute_exists(#k) AND #t = :ot AND "
         "(attribute_not_exists(#l) OR (#l = :ol AND #u = :ou))"
     )
-    assert take["ExpressionAttributeValues"][":ou"] == {"N": str(MAX_NS)}
+    assert take["ExpressionAttributeValues"][":ou"] == {"N": str(SESSION_HELD)}
 
 
-def test_undo_under_a_session_requires_the_session_key() -> None:
-    request = requests.undo_acquire(S, "a", "w", MAX_NS, 8, "sk")
+def test_undo_under_a_session_is_pinned_to_its_own_value_and_the_session_key() -> None:
+    request = requests.undo_acquire(S, "a", "w", SESSION_HELD, 8, "sk")
     assert request["ConditionExpression"] == "#l = :l AND #u = :u AND #t = :t AND #s = :s"
+    assert request["ExpressionAttributeValues"][":u"] == {"N": str(SESSION_HELD)}
     assert request["UpdateExpression"] == "REMOVE #l, #d, #s SET #u = :zero"
 
 
@@ -632,15 +642,19 @@ def test_scans_never_offer_session_rows_but_offer_session_held_items() -> None:
     assert requests.scan(S, projection_only=True)["ProjectionExpression"] == (
         "#k, #l, #u, #t, #d, #s"
     )
+    # Free and expired items first; session-held ones only in a pass of their own.
     assert requests.scan(S, cutoff_ns=9)["FilterExpression"] == (
         "attribute_not_exists(#su) AND (attribute_not_exists(#l) OR "
-        "(attribute_type(#u, :n) AND #u < :cutoff) OR attribute_exists(#s))"
+        "(attribute_type(#u, :n) AND #u < :cutoff))"
     )
+    held = requests.scan_session_held(S)
+    assert held["FilterExpression"] == "attribute_not_exists(#su) AND attribute_exists(#s)"
+    assert held["ProjectionExpression"] == "#k, #l, #u, #t, #d, #s"
     assert requests.backfill_scan(S)["FilterExpression"] == "attribute_not_exists(#su)"
     assert sessions.scan_sessions(S)["FilterExpression"] == "attribute_exists(#su)"
     query = requests.query_session_held(S, "LeaseBuckets", 2)
-    assert query["KeyConditionExpression"] == "#b = :b AND #u = :max"
-    assert query["ExpressionAttributeValues"][":max"] == {"N": str(MAX_NS)}
+    assert query["KeyConditionExpression"] == "#b = :b AND #u >= :floor"
+    assert query["ExpressionAttributeValues"][":floor"] == {"N": str(2**62)}
 
 
 def test_a_session_row_parses_and_is_told_from_items() -> None:
@@ -660,7 +674,7 @@ def test_a_session_row_parses_and_is_told_from_items() -> None:
     assert tombstone is not None and tombstone.ended and tombstone.until is None
     assert rows.session_refusal(S, ended) == "session ended"
     assert rows.session_refusal(S, None) == "session row deleted"
-    item = {"LeaseID": {"S": "a"}, "ProcessID": {"S": "w"}, "LeaseUntil": {"N": str(MAX_NS)}}
+    item = {"LeaseID": {"S": "a"}, "ProcessID": {"S": "w"}, "LeaseUntil": {"N": str(SESSION_HELD)}}
     assert rows.session_row(S, item) is None, "an item is no session row"
     held = rows.item(S, {**item, "LeaseSession": {"S": "sk"}})
     assert held is not None and held.session == "sk"
@@ -671,13 +685,16 @@ def test_a_session_row_parses_and_is_told_from_items() -> None:
 def test_own_write_recognition_under_a_session_needs_the_key() -> None:
     row = {
         "ProcessID": {"S": "w"},
-        "LeaseUntil": {"N": str(MAX_NS)},
+        "LeaseUntil": {"N": str(SESSION_HELD)},
         "LeaseToken": {"N": "3"},
         "LeaseSession": {"S": "sk"},
     }
-    assert rows.is_ours(S, row, "w", MAX_NS, 3, "sk")
-    assert not rows.is_ours(S, row, "w", MAX_NS, 3, "other")
-    assert not rows.is_ours(S, row, "w", MAX_NS, 3), "a session's write is not a plain one"
+    assert rows.is_ours(S, row, "w", SESSION_HELD, 3, "sk")
+    assert not rows.is_ours(S, row, "w", SESSION_HELD + 1, None, "sk"), (
+        "another acquisition's write"
+    )
+    assert not rows.is_ours(S, row, "w", SESSION_HELD, 3, "other")
+    assert not rows.is_ours(S, row, "w", SESSION_HELD, 3), "a session's write is not a plain one"
 
 
 def test_a_lease_under_a_session_hides_its_session_key() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from .._types import MAX_NS, LeaseItem
+from .._types import SESSION_HELD_FLOOR, LeaseItem
 from .schema import BUCKET, DURATION, KEY, LESSEE, SESSION, SESSION_UNTIL, TOKEN, UNTIL, Schema
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "release",
     "renew",
     "scan",
+    "scan_session_held",
     "undo_acquire",
     "user_attributes",
 ]
@@ -47,7 +48,7 @@ _serializer = TypeSerializer()
 # LeaseUntil or LeaseToken must be refused, not compared (moto even fails with a 500).
 _NUMBER = {"S": "N"}
 _ZERO = {"N": "0"}
-_MAX = {"N": str(MAX_NS)}
+_FLOOR = {"N": str(SESSION_HELD_FLOOR)}
 # The bookkeeping a projection reads: enough for a LeaseItem without user attributes.
 _PROJECTION = "#k, #l, #u, #t, #d, #s"
 _PROJECTED = (KEY, LESSEE, UNTIL, TOKEN, DURATION, SESSION)
@@ -89,8 +90,9 @@ def acquire(
     ``cutoff_ns`` None: never by the clock) and, with ``expect``, only while still exactly
     in the state read (lessee and ``LeaseUntil``). The token is pinned as read with
     ``expect`` (a free row too), else only required to be a number. Under a ``session``
-    (its row's key) the row gets ``LeaseUntil`` = MAX and the key, and no duration (the
-    session's row carries the expiry); else any session key is removed.
+    (its row's key) the row gets the key and no duration (the session's row carries the
+    expiry), and ``until_ns`` is the session-held value (SESSION_HELD_FLOOR + the
+    acquisition's stamp); else any session key is removed.
     """
     values: dict[str, Any] = {}
     held: list[str] = []  # what makes a held row takeable, all of it required
@@ -120,12 +122,13 @@ def acquire(
         token = "(attribute_not_exists(#t) OR #t = :zero)"
     values.update({":l": {"S": lessee_id}, ":zero": _ZERO, ":one": _n(1)})
     sets = "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one"
+    values[":u"] = _n(until_ns)
     if session is None:
         update = f"{sets}, #d = :d REMOVE #s"
-        values.update({":u": _n(until_ns), ":d": duration})
+        values[":d"] = duration
     else:
         update = f"{sets}, #s = :session REMOVE #d"
-        values.update({":u": _MAX, ":session": {"S": session}})
+        values[":session"] = {"S": session}
     return {
         "TableName": schema.table_name,
         "Key": schema.key(lease_id),
@@ -192,7 +195,7 @@ def undo_acquire(
     session: str | None = None,
 ) -> Request:
     """Free the row only if it shows exactly our acquiring write (lessee, expiry, token, and
-    the session key for one under a ``session``, whose expiry is MAX)."""
+    the session key for one under a ``session``; the expiry is unique either way)."""
     condition = "#l = :l AND #u = :u"
     values: dict[str, Any] = {":l": {"S": lessee_id}, ":u": _n(until_ns), ":zero": _ZERO}
     names = schema.names(LESSEE, UNTIL, DURATION, SESSION)
@@ -292,7 +295,8 @@ def scan(
     page_size: int | None = None,
 ) -> Request:
     """Read every item (never a session row); with ``cutoff_ns`` only the candidates: those
-    free, with ``LeaseUntil < cutoff_ns``, or held under a session (judged by its row)."""
+    free or with ``LeaseUntil < cutoff_ns`` (never a session-held one: see
+    :func:`scan_session_held`)."""
     request: Request = {"TableName": schema.table_name, "FilterExpression": _NOT_SESSION}
     request["ExpressionAttributeNames"] = schema.names(SESSION_UNTIL)
     if projection_only or cutoff_ns is not None:
@@ -301,15 +305,25 @@ def scan(
     if cutoff_ns is not None:
         request["FilterExpression"] = (
             f"{_NOT_SESSION} AND (attribute_not_exists(#l) OR "
-            "(attribute_type(#u, :n) AND #u < :cutoff) OR attribute_exists(#s))"
+            "(attribute_type(#u, :n) AND #u < :cutoff))"
         )
         request["ExpressionAttributeValues"] = {":cutoff": _n(cutoff_ns), ":n": _NUMBER}
-        request["ExpressionAttributeNames"].update(schema.names(SESSION))
     if consistent_read:
         request["ConsistentRead"] = True
     if page_size is not None:
         request["Limit"] = page_size
     return request
+
+
+def scan_session_held(schema: Schema) -> Request:
+    """Read the items held under a session (``LeaseSession`` set; never a session row):
+    candidates once their session is judged dead, read only when nothing free was usable."""
+    return {
+        "TableName": schema.table_name,
+        "FilterExpression": f"{_NOT_SESSION} AND attribute_exists(#s)",
+        "ProjectionExpression": _PROJECTION,
+        "ExpressionAttributeNames": schema.names(SESSION_UNTIL, *_PROJECTED),
+    }
 
 
 def query_available(schema: Schema, index_name: str, bucket: int, cutoff_ns: int) -> Request:
@@ -324,14 +338,15 @@ def query_available(schema: Schema, index_name: str, bucket: int, cutoff_ns: int
 
 
 def query_session_held(schema: Schema, index_name: str, bucket: int) -> Request:
-    """Read one bucket of the index for rows with ``LeaseUntil`` = MAX: items held under a
-    session (session rows have no bucket), candidates once their session is judged dead."""
+    """Read one bucket of the index for rows with ``LeaseUntil >= SESSION_HELD_FLOOR``: items
+    held under a session (session rows have no bucket), candidates once their session is
+    judged dead."""
     return {
         "TableName": schema.table_name,
         "IndexName": index_name,
-        "KeyConditionExpression": "#b = :b AND #u = :max",
+        "KeyConditionExpression": "#b = :b AND #u >= :floor",
         "ExpressionAttributeNames": schema.names(BUCKET, UNTIL),
-        "ExpressionAttributeValues": {":b": _n(bucket), ":max": _MAX},
+        "ExpressionAttributeValues": {":b": _n(bucket), ":floor": _FLOOR},
     }
 
 

@@ -17,7 +17,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from .._errors import LeaseStoreError, MalformedRowError
 from .._types import (
     MAX_DURATION,
-    MAX_NS,
+    SESSION_HELD_FLOOR,
     Lease,
     LeaseItem,
     LeaseRequest,
@@ -258,7 +258,7 @@ def describe(schema: Schema, row: Mapping[str, Any] | None, now_ns: int) -> str:
     if holder is None:
         return f"free (token {token_value})"
     session = string(row, schema.session_attribute)
-    if session is not None and until == MAX_NS:
+    if session is not None and until >= SESSION_HELD_FLOOR:
         return f"held by {holder!r} (token {token_value}) under session {session!r}"
     raw_until = row.get(schema.until_attribute)
     if not isinstance(raw_until, Mapping) or "N" not in raw_until:

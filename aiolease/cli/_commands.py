@@ -17,6 +17,8 @@ from typing import Any
 
 from aiolease import LeaseItem, LeaseNotObtainedError, LockStore
 from aiolease._aws import make_session
+from aiolease._release import FORCE_SESSION
+from aiolease._types import refuse_session_row
 
 from ._exit import Failed, UsageError
 from ._format import expires_in, item_json, session_json, session_lines, table_lines
@@ -127,6 +129,10 @@ async def _ls_sessions(args: argparse.Namespace) -> None:
 
 async def release(args: argparse.Namespace) -> None:
     """``aiolease release``: an operator's forced release, of the holder shown and asked about."""
+    try:
+        refuse_session_row(args.id, FORCE_SESSION)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     async with _open_store(args) as store:
         try:
             current = await _find(store, args.id)

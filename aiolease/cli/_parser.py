@@ -294,4 +294,9 @@ def _add_server(commands: _Commands) -> None:
     command.add_argument(
         "--hash-key", default="LeaseID", help="the table's string hash key (default: LeaseID)"
     )
+    command.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="print one access line per request on stderr (default: quiet)",
+    )
     command.set_defaults(run=server)

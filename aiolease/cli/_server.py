@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import socket
 import sys
@@ -41,6 +42,9 @@ async def server(args: argparse.Namespace) -> None:
     except ImportError:
         raise UsageError('aiolease server needs moto: pip install "aiolease[server]"') from None
     _check_address(args.host, args.port)
+    if not args.log_requests:
+        # werkzeug logs one access line per request at INFO: thousands a minute under leases.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
         httpd = make_server(args.host, args.port)
     except SystemExit:  # werkzeug has said why on stderr (the port was taken meanwhile)

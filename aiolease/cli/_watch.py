@@ -3,7 +3,8 @@
 Rows whose holder or fencing token changed since the previous refresh are highlighted. With
 ``rich`` (the ``server`` extra) on a terminal the table is a live view; otherwise it is
 redrawn plainly (cleared on a terminal, one snapshot after another when piped), changed rows
-marked ``*``. Ctrl-C (SIGINT) ends it with exit code 0.
+marked ``*``. Ctrl-C (SIGINT) ends it with exit code 0, even while a scan hangs (the scan is
+cancelled); a second Ctrl-C, if the first is still unwinding, ends it at once (code 130).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 from aiolease import LeaseItem, LeaseUnavailableError
 
 from ._commands import _open_store
-from ._exit import EXIT_OK, UsageError
+from ._exit import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ._format import HEADER, table_rows
 
 __all__ = ["changed_rows", "plain_lines", "watch"]
@@ -99,12 +100,15 @@ class _RichView:
 
     def show(self, title: str, rows: list[tuple[str, ...]], changed: set[str]) -> None:
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title, title_justify="left")
+        # Text, not str: an ID or a note like "jobs[/x]" is shown as is, never parsed as markup.
+        table = Table(title=Text(title), title_justify="left")
         for name in HEADER:
             table.add_column(name)
         for row in rows:
-            table.add_row(*row, style="bold yellow" if row[0] in changed else None)
+            cells = [Text(cell) for cell in row]
+            table.add_row(*cells, style="bold yellow" if row[0] in changed else None)
         self._live.update(table, refresh=True)
 
     def close(self) -> None:
@@ -120,19 +124,61 @@ def _view(plain: bool) -> _View:
     return _PlainView(sys.stdout)
 
 
-@contextlib.contextmanager
-def _until_interrupted(stop: asyncio.Event) -> Iterator[None]:
-    """Ctrl-C sets ``stop`` (a clean exit) where the loop can take the signal."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
+# After a Ctrl-C, a hung scan gets this long to unwind from its cancellation.
+_UNWIND = 5.0
+
+_T = TypeVar("_T")
+
+
+class _Interrupts:
+    """Ctrl-C handling: the first sets ``stop`` (a clean exit, code 0); a second, while
+    the first is still unwinding, cancels the watch itself (exit code 130)."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.forced = False
+        self._task = asyncio.current_task()
+
+    def __call__(self) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+        elif not self.forced and self._task is not None:
+            self.forced = True
+            self._task.cancel()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Take SIGINT where the loop can (not on Windows, nor off the main thread)."""
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, self)
+        except (NotImplementedError, RuntimeError, ValueError):
+            yield
+            return
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    async def unless_stopped(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """``work``'s result, or None if Ctrl-C comes first: then ``work`` is cancelled
+        (a scan against an endpoint that does not answer must not hold the exit)."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            await asyncio.wait({task}, timeout=_UNWIND)
+            return None
+        finally:
+            stopping.cancel()
+            task.cancel()  # a no-op once done; again if a second Ctrl-C cut the unwinding
+
+
+async def _scan(store: Any) -> list[LeaseItem]:
+    return [item async for item in store.scan(consistent_read=True)]
 
 
 async def watch(args: argparse.Namespace) -> int:
@@ -143,32 +189,42 @@ async def watch(args: argparse.Namespace) -> int:
         raise UsageError(f"--interval must be a positive number of seconds, not {interval}")
     if count is not None and count < 1:
         raise UsageError(f"--count must be at least 1, not {count}")
-    stop = asyncio.Event()
-    async with _open_store(args) as store:
-        view = _view(args.plain)
-        previous: Tenures | None = None
-        shown = 0
-        try:
-            with _until_interrupted(stop):
-                while not stop.is_set():
-                    title = f"{args.table} at {datetime.now(UTC):%H:%M:%S} UTC"
-                    try:
-                        items = [i async for i in store.scan(consistent_read=True)]
-                    except LeaseUnavailableError as exc:
-                        view.show(f"{title}: read failed ({exc}); retrying", [], set())
-                    else:
-                        items.sort(key=lambda item: item.lease_id)
-                        changed = changed_rows(previous, items)
-                        previous = tenures(items)
-                        title += f", {len(items)} item(s), every {interval:g} s"
-                        view.show(title, table_rows(items, time.time_ns()), changed)
-                    shown += 1
-                    if count is not None and shown >= count:
-                        break
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), interval)
-        finally:
-            view.close()
+    interrupts = _Interrupts()
+    stop = interrupts.stop
+    try:
+        async with _open_store(args) as store:
+            view = _view(args.plain)
+            previous: Tenures | None = None
+            shown = 0
+            try:
+                with interrupts.installed():
+                    while not stop.is_set():
+                        title = f"{args.table} at {datetime.now(UTC):%H:%M:%S} UTC"
+                        try:
+                            items = await interrupts.unless_stopped(_scan(store))
+                        except LeaseUnavailableError as exc:
+                            view.show(f"{title}: read failed ({exc}); retrying", [], set())
+                        else:
+                            if items is None:
+                                break
+                            items.sort(key=lambda item: item.lease_id)
+                            changed = changed_rows(previous, items)
+                            previous = tenures(items)
+                            title += f", {len(items)} item(s), every {interval:g} s"
+                            view.show(title, table_rows(items, time.time_ns()), changed)
+                        shown += 1
+                        if count is not None and shown >= count:
+                            break
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), interval)
+            finally:
+                view.close()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not interrupts.forced or current is None or current.cancelling() != 1:
+            raise  # not (only) the second Ctrl-C's cancellation
+        current.uncancel()
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

@@ -37,6 +37,8 @@ SETTLE_READS = 3
 # Below its share with nothing to take, a worker looks again after this fraction of the
 # wait period (its items are on their way: workers above their share are draining them).
 SHORT_FRACTION = 0.25
+# After its work failed, an item is left alone for a wait period, doubling up to this.
+MAX_FAILURE_PAUSE = 60.0
 
 _DRAINING: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("aiolease_draining")
 
@@ -176,6 +178,9 @@ class Balancer:
         self._slots: dict[str, _Slot] = {}
         self._skew = session._locker.max_clock_skew
         self._members: list[str] | None = None  # the live sessions as last read
+        # Items whose work failed: how often in a row, and when they may be taken again.
+        self._failures: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
 
     @property
     def held(self) -> list[str]:
@@ -244,7 +249,11 @@ class Balancer:
             return False
         live = set(members)
         candidates = [
-            i for i in view.items if i.lease_id not in self._slots and self._takeable(i, live)
+            i
+            for i in view.items
+            if i.lease_id not in self._slots
+            and not self._backed_off(i.lease_id)
+            and self._takeable(i, live)
         ]
         candidates.sort(key=lambda i: (planned.get(i.lease_id) != me, -preference(me, i.lease_id)))
         for item in candidates[: target - len(held)]:
@@ -262,6 +271,23 @@ class Balancer:
         if item.until_ns == MAX_NS:
             return False  # an index row of a session-held item: judged when free
         return self._session._store.expired(item, self._skew)
+
+    def _failed(self, item_id: str) -> float:
+        """Back ``item_id`` off after its work failed: a wait period, doubling, at most 60 s."""
+        failures = self._failures.get(item_id, 0) + 1
+        self._failures[item_id] = failures
+        pause = min(self._wait * 2.0 ** (failures - 1), MAX_FAILURE_PAUSE)
+        self._not_before[item_id] = asyncio.get_running_loop().time() + pause
+        return pause
+
+    def _backed_off(self, item_id: str) -> bool:
+        until = self._not_before.get(item_id)
+        if until is None:
+            return False
+        if asyncio.get_running_loop().time() >= until:
+            del self._not_before[item_id]
+            return False
+        return True
 
     def drain(self, item_id: str) -> None:
         """Ask ``item_id``'s work to finish (``draining()`` is set); cancel it after the grace."""
@@ -299,7 +325,22 @@ class Balancer:
         )
         try:
             async with scope as lease:
-                await self._work(lease)
+                try:
+                    await self._work(lease)
+                except Exception:
+                    # The work's own failure (lease errors it raised included): never the
+                    # other items' business. Logged; the item is released by the scope and
+                    # left alone for a while, so a failing item cannot spin.
+                    pause = self._failed(slot.item_id)
+                    get_logger().exception(
+                        "serving %r: work failed; released, not taken again by %s for %.1f s",
+                        slot.item_id,
+                        session.lessee_id,
+                        pause,
+                        extra={"lease_id": slot.item_id, "lessee_id": session.lessee_id},
+                    )
+                else:
+                    self._failures.pop(slot.item_id, None)
         except LeaseNotObtainedError:
             pass  # another worker was first: the next period looks again
         except LeaseUnavailableError as exc:

@@ -42,7 +42,7 @@ async def worker(locker: Locker, lessee: str) -> None:
 
 
 def counts(workers: list[str]) -> list[int]:
-    return sorted(len(held[w]) for w in workers)
+    return sorted(len(held.get(w, ())) for w in workers)  # () until its task starts
 
 
 async def balanced(workers: list[str]) -> None:

@@ -12,8 +12,7 @@ from ._layout import IndexedLayout, TableLayout
 from ._log import get_logger
 from ._table import Table
 from ._wire import requests, rows
-from ._wire.calls import Retried
-from ._wire.codes import CONDITION_FAILED, Expected, store_error
+from ._wire.codes import Expected, store_error
 
 __all__ = ["add_index", "add_item", "backfill_buckets", "create_table", "wait_active"]
 
@@ -132,17 +131,9 @@ async def add_item(
     schema.key(lease_id)
     user = requests.user_attributes(schema, attributes)
     request, written = requests.add_item(schema, lease_id, layout.row_attributes(lease_id), user)
-    retried = Retried()
-    try:
-        await table.calls.call(
-            "update_item",
-            request,
-            lease_id=lease_id,
-            expect={CONDITION_FAILED},
-            on_retry=retried,
-        )
-    except Expected as failed:
-        if not (retried.seen or failed.retried):
+    failed = await table.update(request, lease_id)
+    if failed is not None:
+        if not failed.retried:
             return False
         # An attempt whose answer was lost may have created the row: it is ours if it has
         # our key, attributes and bucket; not the bookkeeping, which a pool worker may have

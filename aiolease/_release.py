@@ -10,8 +10,6 @@ from ._errors import LeaseNotObtainedError, LeaseUnavailableError
 from ._table import Table
 from ._types import Lease, LeaseItem, refuse_session_row
 from ._wire import requests, rows
-from ._wire.calls import Retried
-from ._wire.codes import CONDITION_FAILED, Expected
 
 __all__ = ["force_release", "release"]
 
@@ -42,20 +40,12 @@ async def release(table: Table, lease: Lease) -> bool | None:
 
 async def _release(table: Table, lease: Lease) -> bool | None:
     schema = table.schema
-    retried = Retried()
     request = requests.release(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)
-    try:
-        await table.calls.call(
-            "update_item",
-            request,
-            lease_id=lease.lease_id,
-            expect={CONDITION_FAILED},
-            on_retry=retried,
-        )
-    except Expected as failed:
+    failed = await table.update(request, lease.lease_id)
+    if failed is not None:
         # Ambiguous: a retry (ours, or botocore's own) after an attempt whose answer was
         # lost, which may have freed the row already.
-        if not (retried.seen or failed.retried):
+        if not failed.retried:
             return False
         old = await table.refused_row(failed, lease.lease_id)
         if old is None:
@@ -79,25 +69,17 @@ async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -
             current = await table.get_item(lease_id, consistent_read=True, projection_only=False)
         if current is None or current.lessee_id is None:
             return current
-        retried = Retried()
         request = requests.release(schema, lease_id, current.lessee_id, current.fencing_token)
-        try:
-            await table.calls.call(
-                "update_item",
-                request,
-                lease_id=lease_id,
-                expect={CONDITION_FAILED},
-                on_retry=retried,
-            )
-        except Expected as failed:
+        failed = await table.update(request, lease_id)
+        if failed is not None:
             row = await table.refused_row(failed, lease_id)
             if row is None:
                 return None
             if not rows.leasable(schema, row):
                 # Its token (read as 0) can never match: not a row that "kept changing".
-                raise rows.malformed_error(schema, lease_id, row) from None
+                raise rows.malformed_error(schema, lease_id, row)
             if (
-                (retried.seen or failed.retried)
+                failed.retried
                 and schema.lessee_attribute not in row
                 and rows.number(schema, row, schema.token_attribute, strict=False)
                 == current.fencing_token
@@ -110,7 +92,7 @@ async def force_release(table: Table, lease_id: str, expect: LeaseItem | None) -
                     f"{table.describe_row(row)}; not released",
                     lease_id=lease_id,
                     holder=rows.string(row, schema.lessee_attribute),
-                ) from None
+                )
             continue  # changed between the read and the write: read it again
         break
     else:

@@ -198,21 +198,11 @@ async def end(table: Table, lease: Lease) -> bool:
     table.note_session_ended(lease.lease_id)  # whatever the write's fate: no new items
     # The session's items are released (or lost with it): their claims go.
     table.session_claims -= {claim for claim in table.session_claims if claim[0] == lease.lease_id}
-    retried = Retried()
     request = sessions.end_session(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)
-    try:
-        await table.calls.call(
-            "update_item",
-            request,
-            lease_id=lease.lease_id,
-            expect={CONDITION_FAILED},
-            on_retry=retried,
-        )
-    except Expected as failed:
+    failed = await table.update(request, lease.lease_id)
+    if failed is not None:
         old = rows.session_row(schema, await table.refused_row(failed, lease.lease_id))
-        if (retried.seen or failed.retried) and _ended_from(
-            old, lease.lessee_id, lease.fencing_token
-        ):
+        if failed.retried and _ended_from(old, lease.lessee_id, lease.fencing_token):
             return True  # ended by our own write whose answer was lost (or by a taker)
         get_logger().info(
             "session %s of %s was ended already (taken over)",
@@ -274,23 +264,15 @@ async def end_expired(table: Table, row: SessionRow) -> bool:
     if row.ended or row.lessee_id is None:
         return False
     schema = table.schema
-    retried = Retried()
     request = sessions.end_expired_session(
         schema, row.session_id, row.lessee_id, row.token, row.until_ns
     )
-    try:
-        await table.calls.call(
-            "update_item",
-            request,
-            lease_id=row.session_id,
-            expect={CONDITION_FAILED},
-            on_retry=retried,
-        )
-    except Expected as failed:
+    failed = await table.update(request, row.session_id)
+    if failed is not None:
         old = rows.session_row(schema, await table.refused_row(failed, row.session_id))
         # After a retry, a tombstone right over the state read is ours (or an equal taker's:
         # either way the session was ended from exactly that state).
-        return (retried.seen or failed.retried) and _ended_from(old, row.lessee_id, row.token)
+        return failed.retried and _ended_from(old, row.lessee_id, row.token)
     get_logger().info(
         "ended the expired session %s of %s",
         row.session_id,

@@ -19,8 +19,8 @@ from ._stamps import MAX_FLOORS, Stamps
 from ._tasks import TaskOwner
 from ._types import LeaseItem, check_clock_skew
 from ._wire import requests, rows
-from ._wire.calls import Calls
-from ._wire.codes import Expected
+from ._wire.calls import Calls, Retried
+from ._wire.codes import CONDITION_FAILED, Expected
 from ._wire.schema import Schema
 
 __all__ = ["Table"]
@@ -76,6 +76,25 @@ class Table:
         response = await self.calls.call("get_item", request, lease_id=lease_id)
         row = response.get("Item")
         return dict(row) if row else None
+
+    async def update(self, request: Mapping[str, Any], lease_id: str) -> Expected | None:
+        """One conditional UpdateItem whose answer is not needed: None if it applied, else
+        the refusal. Its ``retried`` is set when any attempt was resent (by the store or by
+        botocore): an earlier one may have landed unanswered, so the refusal may be of our
+        own write."""
+        retried = Retried()
+        try:
+            await self.calls.call(
+                "update_item",
+                dict(request),
+                lease_id=lease_id,
+                expect={CONDITION_FAILED},
+                on_retry=retried,
+            )
+        except Expected as failed:
+            failed.retried = failed.retried or retried.seen
+            return failed
+        return None
 
     async def refused_row(
         self, failed: Expected, lease_id: str, *, full: bool = False

@@ -102,7 +102,7 @@ async def start(table: Table, request: LeaseRequest) -> Lease:
                 "update_item", build, lease_id=key, expect={CONDITION_FAILED}, on_retry=retried
             )
         except Expected as failed:
-            old = await table.refused_row(failed, key)
+            old = await table.refused_row(failed, key, full=True)
             if (retried.seen or failed.retried) and _live_at(
                 rows.session_row(schema, old), request.lessee_id, 1, until_ns
             ):
@@ -160,7 +160,7 @@ async def renew(table: Table, lease: Lease) -> Lease:
                 on_retry=retried,
             )
         except Expected as failed:
-            raw = await table.refused_row(failed, lease.lease_id)
+            raw = await table.refused_row(failed, lease.lease_id, full=True)
             old = rows.session_row(schema, raw)
             ambiguous = retried.seen or failed.retried
             if ambiguous and _live_at(old, lease.lessee_id, lease.fencing_token, until_ns):
@@ -201,7 +201,7 @@ async def end(table: Table, lease: Lease) -> bool:
     request = sessions.end_session(schema, lease.lease_id, lease.lessee_id, lease.fencing_token)
     failed = await table.update(request, lease.lease_id)
     if failed is not None:
-        old = rows.session_row(schema, await table.refused_row(failed, lease.lease_id))
+        old = rows.session_row(schema, await table.refused_row(failed, lease.lease_id, full=True))
         if failed.retried and _ended_from(old, lease.lessee_id, lease.fencing_token):
             return True  # ended by our own write whose answer was lost (or by a taker)
         get_logger().info(
@@ -269,7 +269,7 @@ async def end_expired(table: Table, row: SessionRow) -> bool:
     )
     failed = await table.update(request, row.session_id)
     if failed is not None:
-        old = rows.session_row(schema, await table.refused_row(failed, row.session_id))
+        old = rows.session_row(schema, await table.refused_row(failed, row.session_id, full=True))
         # After a retry, a tombstone right over the state read is ours (or an equal taker's:
         # either way the session was ended from exactly that state).
         return failed.retried and _ended_from(old, row.lessee_id, row.token)

@@ -102,7 +102,8 @@ class Table:
         """The row that refused a conditional write: as returned, or read if none came back.
 
         Some DynamoDB-compatible servers ignore ReturnValuesOnConditionCheckFailure, so a
-        refusal without an item may still come from an existing row.
+        refusal without an item may still come from an existing row. A session row's
+        reader needs ``full``: the bookkeeping projection has no ``LeaseSessionUntil``.
         """
         if failed.item is not None:
             return failed.item

@@ -122,3 +122,17 @@ class FaultyClient:
             return await fault(lambda: target(**kwargs))
 
         return call
+
+
+def without_old_item(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+    """A refused conditional write answered without the old item, as some DynamoDB-compatible
+    servers answer (they ignore ``ReturnValuesOnConditionCheckFailure``)."""
+
+    async def run() -> Any:
+        try:
+            return await call()
+        except ClientError as exc:
+            exc.response.pop("Item", None)
+            raise
+
+    return run()

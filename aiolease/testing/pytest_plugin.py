@@ -6,6 +6,7 @@ need the ``server`` extra and pytest-asyncio; they work in its strict and auto m
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ import pytest
 from aiolease import LockStore
 
 from . import MotoServer, _restore_environment, _set_fake_environment
+
+ENDPOINT_VARIABLE = "AIOLEASE_TEST_ENDPOINT_URL"
 
 # pytest-asyncio's strict mode only runs async fixtures declared with its own decorator.
 # This plugin loads in every pytest run where aiolease is installed, so it must not fail
@@ -30,8 +33,14 @@ else:
 
 @pytest.fixture(scope="session")
 def dynamodb_endpoint() -> Iterator[str]:
-    """The endpoint URL of an embedded moto server shared by the whole test session."""
+    """The endpoint URL of an embedded moto server shared by the whole test session, or
+    of the server named by ``$AIOLEASE_TEST_ENDPOINT_URL`` (to run a suite against another
+    DynamoDB-compatible server)."""
     saved = _set_fake_environment()
+    if url := os.environ.get(ENDPOINT_VARIABLE):
+        yield url
+        _restore_environment(saved)
+        return
     with MotoServer() as server:
         assert server.endpoint_url is not None
         yield server.endpoint_url

@@ -28,11 +28,39 @@ async def create_table(table: Table, layout: TableLayout, timeout: float | None)
 async def add_index(table: Table, layout: IndexedLayout, timeout: float | None) -> None:
     """Add the layout's index to an existing table unless it has it, then wait until active."""
     assert layout.index_name is not None
-    if not layout.find_index(await table.describe()):
-        request = requests.add_index(table.schema, layout.index_name)
-        with contextlib.suppress(Expected):  # created meanwhile by someone else
-            await table.calls.call("update_table", request, expect={"ResourceInUseException"})
+    description = await table.describe()
+    if not layout.find_index(description):
+        throughput = _throughput(description)
+        request = requests.add_index(table.schema, layout.index_name, throughput=throughput)
+        try:
+            answer = await table.calls.call(
+                "update_table", request, expect={"ResourceInUseException"}
+            )
+        except Expected:
+            pass  # created meanwhile by someone else
+        else:
+            # DynamoDB shows the new index (CREATING) in its answer. dynalite accepts the
+            # update and ignores it: say so, rather than wait for an index that never comes.
+            if not layout.find_index(answer.get("TableDescription", {})):
+                raise LeaseStoreError(
+                    f"the server accepted index {layout.index_name!r} for table "
+                    f"{table.schema.table_name!r} but did not add it: it cannot add an index "
+                    "to an existing table; create the table with the index instead",
+                    table=table.schema.table_name,
+                    hash_key=table.schema.hash_key,
+                )
     await wait_active(table, layout, timeout, f"index {layout.index_name!r} of table")
+
+
+def _throughput(description: dict[str, Any]) -> dict[str, int] | None:
+    """A provisioned table's capacity, which DynamoDB wants for a new index too; None for an
+    on-demand table (a table described without a billing mode is provisioned)."""
+    mode = description.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+    capacity = description.get("ProvisionedThroughput", {})
+    units = {k: int(capacity.get(k, 0)) for k in ("ReadCapacityUnits", "WriteCapacityUnits")}
+    if mode == "PAY_PER_REQUEST" or not all(units.values()):
+        return None
+    return units
 
 
 async def wait_active(table: Table, layout: TableLayout, timeout: float | None, what: str) -> None:

@@ -498,15 +498,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--copy-charts", type=Path, help="also copy the PNG charts here")
+    parser.add_argument(
+        "--endpoint-url",
+        help="run against this DynamoDB-compatible server instead of an embedded moto one "
+        "(e.g. dynalite on a loopback port)",
+    )
     args = parser.parse_args(argv)
 
     set_fake_environment()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with MotoServer() as server:
-        assert server.endpoint_url is not None
-        results = asyncio.run(run(args, server.endpoint_url))
+    if args.endpoint_url:
+        results = asyncio.run(run(args, args.endpoint_url))
+    else:
+        with MotoServer() as server:
+            assert server.endpoint_url is not None
+            results = asyncio.run(run(args, server.endpoint_url))
     results["machine"] = machine()
+    results["server"] = args.endpoint_url and "the server at --endpoint-url" or "moto"
     results["command"] = "python -m benchmarks" + (" --quick" if args.quick else "")
     results["total_s"] = round(time.monotonic() - started, 1)
     path = args.out / "results.json"

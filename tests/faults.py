@@ -136,3 +136,10 @@ def without_old_item(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
             raise
 
     return run()
+
+
+def refused_index_key(exc: ClientError) -> bool:
+    """Whether a hand-written row was refused for a wrongly typed index key: DynamoDB (and
+    dynalite) refuse such a row in an indexed table, so it can never be found there."""
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "Index Key" in error.get("Message", "")

@@ -6,6 +6,7 @@ tests cover what only the indexed layout has.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aiolease import LeaseRequest, Locker, LockStore
+from aiolease import LeaseRequest, LeaseStoreError, Locker, LockStore
 
 from .faults import FaultyClient
 
@@ -155,7 +156,7 @@ async def test_migrating_a_scan_table_to_the_indexed_layout(
     assert any("scanning instead" in r.getMessage() for r in caplog.records)
 
     assert await new.backfill_buckets() == 6
-    await new.add_index()
+    await add_index(new)
     await new.add_index()  # already there: fine
     # Do not wait the minute before asking the index again.
     new._layout._scan_until = 0.0  # type: ignore[attr-defined]
@@ -164,6 +165,69 @@ async def test_migrating_a_scan_table_to_the_indexed_layout(
     assert found == {f"item-{i}" for i in range(1, 6)} - {lease.lease_id}
     assert proxy.calls["scan"] == 0 and proxy.calls["query"] >= 1, proxy.calls
     assert await old.release(held)  # a store without the layout keeps working on the table
+
+
+async def test_the_index_of_a_provisioned_table_gets_the_tables_capacity(
+    client: Any, table_name: str
+) -> None:
+    # DynamoDB refuses a new index without its own throughput on a provisioned table.
+    await client.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "LeaseID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LeaseID", "AttributeType": "S"}],
+        ProvisionedThroughput={"ReadCapacityUnits": 7, "WriteCapacityUnits": 3},
+    )
+    sent: list[dict[str, Any]] = []
+    original = client.update_table
+
+    async def update_table(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return await original(**kwargs)
+
+    store = LockStore(_With(client, update_table=update_table), table_name, index_name=INDEX)
+    await add_index(store)
+    (create,) = [u["Create"] for u in sent[0]["GlobalSecondaryIndexUpdates"]]
+    assert create["ProvisionedThroughput"] == {"ReadCapacityUnits": 7, "WriteCapacityUnits": 3}
+    indexes = (await store.describe_table())["GlobalSecondaryIndexes"]
+    assert [i["IndexName"] for i in indexes] == [INDEX]
+
+
+async def test_an_index_the_server_accepts_but_does_not_add_is_a_clear_error(
+    client: Any, table_name: str
+) -> None:
+    await LockStore(client, table_name).create_table()
+    sent: list[dict[str, Any]] = []
+
+    async def update_table(**kwargs: Any) -> Any:
+        sent.append(kwargs)  # as dynalite answers: accepted, and no index added
+        return {"TableDescription": (await client.describe_table(TableName=table_name))["Table"]}
+
+    store = LockStore(_With(client, update_table=update_table), table_name, index_name=INDEX)
+    with pytest.raises(LeaseStoreError, match="cannot add an index to an existing table"):
+        await asyncio.wait_for(store.add_index(), 10)
+    (create,) = [u["Create"] for u in sent[0]["GlobalSecondaryIndexUpdates"]]
+    assert "ProvisionedThroughput" not in create, "an on-demand table's index has none"
+
+
+async def add_index(store: LockStore) -> None:
+    """``store.add_index()``, or skip on a server that cannot add an index to a table."""
+    try:
+        await store.add_index()
+    except LeaseStoreError as exc:
+        if "cannot add an index" in str(exc) or "provisionedThroughput" in str(exc):
+            pytest.skip(f"the server cannot add an index to an existing table: {exc}")
+        raise
+
+
+class _With:
+    """``client`` with some of its methods replaced."""
+
+    def __init__(self, client: Any, **methods: Any) -> None:
+        self._client = client
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> Any:
+        return self._methods.get(name) or getattr(self._client, name)
 
 
 async def go_lease(client: Any, table: str, lease_id: str, lessee: str, until_ns: int) -> None:

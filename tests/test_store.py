@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from aiolease import (
     LeaseLostError,
@@ -472,10 +473,19 @@ def test_a_store_needs_a_client() -> None:
 async def test_malformed_until_on_a_held_row_is_reported_and_left_alone(
     client: Any, store: LockStore
 ) -> None:
-    await client.put_item(
-        TableName=store.table_name,
-        Item={"LeaseID": {"S": "m"}, "ProcessID": {"S": "go-worker"}, "LeaseUntil": {"S": "soon"}},
-    )
+    try:
+        await client.put_item(
+            TableName=store.table_name,
+            Item={
+                "LeaseID": {"S": "m"},
+                "ProcessID": {"S": "go-worker"},
+                "LeaseUntil": {"S": "soon"},
+            },
+        )
+    except ClientError as exc:
+        if not faults.refused_index_key(exc):
+            raise
+        pytest.skip("the server refuses this row in the indexed layout, as DynamoDB does")
     before = await raw_item(client, store, "m")
     with pytest.raises(LeaseNotObtainedError, match="malformed LeaseUntil"):
         await store.lease("m", A)

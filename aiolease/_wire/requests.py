@@ -391,8 +391,17 @@ def create_table(schema: Schema, index_name: str | None = None) -> Request:
     return request
 
 
-def add_index(schema: Schema, index_name: str) -> Request:
-    """Add the indexed layout's index to an existing table."""
+def add_index(
+    schema: Schema, index_name: str, *, throughput: Mapping[str, int] | None = None
+) -> Request:
+    """Add the indexed layout's index to an existing table; a provisioned table's index
+    needs its own ``throughput`` (read and write capacity units), an on-demand one's none."""
+    index = index_definition(schema, index_name)
+    if throughput is not None:
+        index["ProvisionedThroughput"] = {
+            "ReadCapacityUnits": int(throughput["ReadCapacityUnits"]),
+            "WriteCapacityUnits": int(throughput["WriteCapacityUnits"]),
+        }
     return {
         "TableName": schema.table_name,
         # The table's own key too: moto replaces the definitions with these.
@@ -400,7 +409,7 @@ def add_index(schema: Schema, index_name: str) -> Request:
             {"AttributeName": schema.hash_key, "AttributeType": "S"},
             *index_attribute_definitions(schema),
         ],
-        "GlobalSecondaryIndexUpdates": [{"Create": index_definition(schema, index_name)}],
+        "GlobalSecondaryIndexUpdates": [{"Create": index}],
     }
 
 

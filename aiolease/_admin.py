@@ -38,18 +38,27 @@ async def add_index(table: Table, layout: IndexedLayout, timeout: float | None) 
             )
         except Expected:
             pass  # created meanwhile by someone else
+        except LeaseStoreError as exc:
+            # dynalite wants a throughput even for an on-demand table's index, where DynamoDB
+            # refuses one: it cannot add the index to such a table at all.
+            if throughput is not None or "provisionedThroughput" not in str(exc):
+                raise
+            raise _cannot_add(table, layout.index_name) from exc
         else:
             # DynamoDB shows the new index (CREATING) in its answer. dynalite accepts the
             # update and ignores it: say so, rather than wait for an index that never comes.
             if not layout.find_index(answer.get("TableDescription", {})):
-                raise LeaseStoreError(
-                    f"the server accepted index {layout.index_name!r} for table "
-                    f"{table.schema.table_name!r} but did not add it: it cannot add an index "
-                    "to an existing table; create the table with the index instead",
-                    table=table.schema.table_name,
-                    hash_key=table.schema.hash_key,
-                )
+                raise _cannot_add(table, layout.index_name)
     await wait_active(table, layout, timeout, f"index {layout.index_name!r} of table")
+
+
+def _cannot_add(table: Table, index_name: str) -> LeaseStoreError:
+    return LeaseStoreError(
+        f"the server cannot add an index to an existing table ({index_name!r} to "
+        f"{table.schema.table_name!r}); create the table with the index instead",
+        table=table.schema.table_name,
+        hash_key=table.schema.hash_key,
+    )
 
 
 def _throughput(description: dict[str, Any]) -> dict[str, int] | None:

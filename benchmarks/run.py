@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             assert server.endpoint_url is not None
             results = asyncio.run(run(args, server.endpoint_url))
     results["machine"] = machine()
-    results["server"] = args.endpoint_url and "the server at --endpoint-url" or "moto"
+    results["server"] = args.endpoint_url or "moto"
     results["command"] = "python -m benchmarks" + (" --quick" if args.quick else "")
     results["total_s"] = round(time.monotonic() - started, 1)
     path = args.out / "results.json"

@@ -185,9 +185,18 @@ async def test_the_index_of_a_provisioned_table_gets_the_tables_capacity(
         return await original(**kwargs)
 
     store = LockStore(_With(client, update_table=update_table), table_name, index_name=INDEX)
-    await add_index(store)
+    refused: LeaseStoreError | None = None
+    try:
+        await store.add_index()
+    except LeaseStoreError as exc:
+        if "cannot add an index" not in str(exc):
+            raise
+        refused = exc
+    # What was sent, whether or not this server can add an index.
     (create,) = [u["Create"] for u in sent[0]["GlobalSecondaryIndexUpdates"]]
     assert create["ProvisionedThroughput"] == {"ReadCapacityUnits": 7, "WriteCapacityUnits": 3}
+    if refused is not None:
+        pytest.skip(f"the server cannot add an index to an existing table: {refused}")
     indexes = (await store.describe_table())["GlobalSecondaryIndexes"]
     assert [i["IndexName"] for i in indexes] == [INDEX]
 
@@ -214,7 +223,7 @@ async def add_index(store: LockStore) -> None:
     try:
         await store.add_index()
     except LeaseStoreError as exc:
-        if "cannot add an index" in str(exc) or "provisionedThroughput" in str(exc):
+        if "cannot add an index" in str(exc):
             pytest.skip(f"the server cannot add an index to an existing table: {exc}")
         raise
 

@@ -90,9 +90,10 @@ async def _act(demo: Demo, what: str) -> None:
         start_worker(joiner, now)
         demo.moments.append(Moment(now, what, (joiner.name,)))
         members = len(members_at(membership(demo), now))
+        low, high = len(demo.items) // members, -(-len(demo.items) // members)
+        share = str(low) if low == high else f"{low}-{high}"
         demo.event(
-            f"JOIN {joiner.name}: {members} workers now, fair share "
-            f"{len(demo.items) // members}-{-(-len(demo.items) // members)} items each",
+            f"JOIN {joiner.name}: {members} workers now, a fair share is {share} items",
             notable=True,
             at=now,
         )

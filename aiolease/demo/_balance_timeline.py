@@ -93,14 +93,16 @@ def write_balance_timeline(path: Path, demo: Demo) -> None:
         x = moment.at - demo.t0
         for axes in (top, bottom):
             axes.axvline(x, color="black", linestyle="--", linewidth=0.8)
-        label = " ".join([moment.what, *moment.workers[:1]]) if moment.what != "start" else ""
+        label = moment.what if moment.what == "start" else " ".join([moment.what, *moment.workers])
+        last = moment.what == "stop all"  # at the right edge: its label goes to the left
         top.text(
             x,
             0.97,
-            f" {label}" if label else " start",
+            f"{label} " if last else f" {label}",
             transform=top.get_xaxis_transform(),
             fontsize=8,
             va="top",
+            ha="right" if last else "left",
             bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},
         )
     bottom.set_xlim(0, end)

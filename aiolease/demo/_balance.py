@@ -155,7 +155,7 @@ async def orchestrate_balance(
         if script:
             fraction, what = script[0]
             due = demo.t0 + fraction * duration
-            if now >= due and (settled or now >= due + BALANCE_LATE * duration):
+            if now >= due and (settled or now >= due + BALANCE_LATE):
                 script.pop(0)
                 await _act(demo, what)
                 balanced_since = None

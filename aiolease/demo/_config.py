@@ -42,7 +42,8 @@ BALANCE_MIN_WORKERS = 4  # two at the start, two joining; then one stops and one
 # One step of work on an item; a draining item's work returns at once, within a step.
 BALANCE_STEP = 0.25
 # The script, as fractions of --duration: each moment waits for the pool to have settled
-# since the one before (balanced for BALANCE_SETTLED seconds), up to BALANCE_LATE later.
+# since the one before (balanced for BALANCE_SETTLED seconds), up to BALANCE_LATE seconds
+# past its time (on a loaded machine, so that each moment's figure is its own).
 BALANCE_SCRIPT = (
     (0.20, "join"),
     (0.35, "join"),
@@ -50,7 +51,7 @@ BALANCE_SCRIPT = (
     (0.75, "SIGKILL"),
 )
 BALANCE_SETTLED = 1.0
-BALANCE_LATE = 0.1
+BALANCE_LATE = 5.0
 # After --duration, wait at most this long for the pool to balance after the last moment
 # (a killed worker's items are free only once its session has expired).
 BALANCE_OVERTIME = 10.0

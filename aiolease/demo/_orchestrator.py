@@ -158,11 +158,12 @@ def _on_balance_record(demo: Demo, kind: str, hold: Hold) -> None:
         default=None,
     )
     if before is not None and before.end is not None and before.lessee != hold.lessee:
-        how = "takeover" if before.died_at is not None else "handoff"
-        demo.event(
-            f"{how} {hold.item}: {before.lessee} -> {hold.lessee} "
-            f"({hold.start - before.end:.1f}s after {before.why})"
-        )
+        seconds = hold.start - before.end
+        if before.died_at is not None:
+            how, after = "takeover", f"{seconds:.1f}s after its session expired"
+        else:
+            how, after = "handoff", f"{seconds:.1f}s after it was {before.why}"
+        demo.event(f"{how} {hold.item}: {before.lessee} -> {hold.lessee} ({after})")
 
 
 def poll(demo: Demo) -> None:

@@ -188,9 +188,10 @@ class BalanceRichView(RichView):
         held = held_per_worker(demo)
         spread, elsewhere = member_spread(demo, held)
         state = "balanced" if spread <= 1 and elsewhere == 0 else f"{elsewhere} items in transit"
+        status = Text(f"spread (max-min items per running worker) {spread}, {state}")
         table = Table(
             title=f"aiolease demo --balance  {time.time() - demo.t0:4.1f}s of "
-            f"{demo.args.duration:.0f}s   spread (max-min) {spread}   {state}",
+            f"{demo.args.duration:.0f}s",
             title_justify="left",
         )
         for column in ("worker", "state", "items", "held"):
@@ -211,7 +212,7 @@ class BalanceRichView(RichView):
         log = Text()
         for at, text, notable in demo.events:
             log.append(f"{at:5.1f}s  {text}\n", style="bold" if notable else "dim")
-        self._live.update(Group(table, Text(""), log))
+        self._live.update(Group(table, status, Text(""), log))
 
 
 def make_view(demo: Demo) -> PlainView:

@@ -12,6 +12,7 @@ its lease can: a taker that came in between would not be reported as an overlap.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,54 @@ async def test_an_item_taken_during_a_session_renewal_is_bounded_by_that_renewal
         f"item c's lease lives until {renewed.until_ns / 1e9:.3f} (its session's expiry), "
         f"but the history ends its hold at {ends['c']:.3f}"
     )
+
+
+async def test_a_renewal_in_flight_at_a_kill_bounds_every_item_even_when_stamped_late(
+    client: Any, table_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies with a session renewal sent but unanswered; the renewal landed.
+
+    The library stamps the expiry once the call holds a request slot (later than the
+    worker's record on a loaded machine: here half a second), and an item was taken while
+    the call was in flight. Both items' holds must end no earlier than the stored expiry.
+    """
+    store = _RecordingStore(client, table_name)
+    await store.create_table()
+    path = tmp_path / "w.jsonl"
+    recorder = RecordWriter(path, "w")
+    store.recorder, store.held = recorder, {}
+    session = await store.start_session(LeaseRequest("w", 3))
+    store.hold_started(dataclasses.replace(session, lease_id="a", fencing_token=1))
+
+    in_flight, landed = asyncio.Event(), asyncio.Event()
+    stored: list[Lease] = []
+    original = LockStore.renew_session
+
+    async def slow_renewal(self: LockStore, lease: Lease) -> Lease:
+        in_flight.set()
+        await asyncio.sleep(0.5)  # queued behind other requests: stamped only now
+        stored.append(await original(self, lease))
+        landed.set()
+        await asyncio.Event().wait()  # the answer never reaches the worker: it is killed
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(LockStore, "renew_session", slow_renewal)
+    renewal = asyncio.create_task(store.renew_session(session))
+    await in_flight.wait()
+    store.hold_started(dataclasses.replace(session, lease_id="c", fencing_token=7))
+    await landed.wait()
+    renewal.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await renewal
+    recorder.close()
+
+    history = History()
+    history.poll([path])
+    history.died("w", time.time())
+    ends = {hold.item: hold.end for hold in history.holds.values()}
+    expiry = stored[0].until_ns / 1e9
+    for item in ("a", "c"):
+        end = ends[item]
+        assert end is not None and end >= expiry, (
+            f"item {item}'s lease may live until {expiry:.3f}, but its hold ends at {end}"
+        )

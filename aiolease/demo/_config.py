@@ -55,5 +55,3 @@ BALANCE_LATE = 5.0
 # After --duration, wait at most this long for the pool to balance after the last moment
 # (a killed worker's items are free only once its session has expired).
 BALANCE_OVERTIME = 10.0
-# A renewal's expiry is stamped just after the worker records it: this bounds the gap.
-RENEW_MARGIN = 0.25

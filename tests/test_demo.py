@@ -95,10 +95,11 @@ def test_a_refused_renewal_does_not_extend_a_dead_holder(tmp_path: Path) -> None
 def test_demo_shows_a_failover_passes_its_check_and_ls_sees_its_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    timeline = tmp_path / "timeline.svg"
+    timeline, report = tmp_path / "timeline.svg", tmp_path / "report.json"
     env = {**os.environ, "COLUMNS": "120"}
+    command = [sys.executable, "-m", "aiolease", "demo", "--duration", "12"]
     demo = subprocess.Popen(
-        [sys.executable, "-m", "aiolease", "demo", "--duration", "12", "--timeline", str(timeline)],
+        [*command, "--timeline", str(timeline), "--report", str(report)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -128,3 +129,6 @@ def test_demo_shows_a_failover_passes_its_check_and_ls_sees_its_rows(
     assert failover[1] != failover[2]
     assert float(failover[3]) > 0
     assert timeline.read_text().lstrip().startswith("<?xml") and "<svg" in timeline.read_text()
+    figures = json.loads(report.read_text())
+    assert figures["exclusion_problems"] == [] and figures["holds"] > 0, figures
+    assert [f["how"] for f in figures["failovers"]] == ["SIGKILL", "SIGTERM"], figures

@@ -34,6 +34,7 @@ AIOLEASE_ENDPOINT_URL set defaults for --table and --endpoint-url.
 
 examples:
   python -m aiolease demo                                   # everything local, ~30 s
+  python -m aiolease demo --balance                         # a pool served, rebalanced
   aiolease server --table leases                            # a local server for other shells
   aiolease create-table --table leases --endpoint-url http://127.0.0.1:8000
   aiolease add shard-7 --attr region=eu-west-1 --attr weight:=3 --table leases
@@ -125,7 +126,12 @@ def _add_demo(commands: _Commands) -> None:
             "item at once. Exit code 0 only if that check passed.\n\n"
             "With --endpoint-url (or AWS_ENDPOINT_URL) the demo uses that server instead;\n"
             "with --aws, AWS itself (credentials and region from the environment).\n\n"
-            "example:\n  python -m aiolease demo --duration 20 --timeline run.svg"
+            "With --balance the workers serve a pool of 24 items with session.serve()\n"
+            "instead: two more join, one is stopped, one is killed, and the live table\n"
+            "shows the items per worker converging; --report writes the time to balance\n"
+            "after each of those moments, the handoffs and the overlaps (0) as JSON.\n\n"
+            "examples:\n  python -m aiolease demo --duration 20 --timeline run.svg\n"
+            "  python -m aiolease demo --balance --report run.json --timeline run.png"
         ),
         epilog="Exit codes: see aiolease --help.",
         formatter_class=_FORMATTER,

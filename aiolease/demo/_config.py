@@ -34,3 +34,24 @@ STOP_GRACE = 5.0  # a stopped worker releases and exits within this, or is kille
 WORKER_START_TIMEOUT = 60.0  # every worker is connected within this, or the demo gives up
 # A worker's exit code when the table or the endpoint cannot be used (the CLI's EXIT_STORE).
 EXIT_STORE = 3
+
+# --balance: workers serve a pool with session.serve(); some join, one stops, one is killed.
+BALANCE_ITEMS = 24
+BALANCE_WORKERS = 5  # the first BALANCE_WORKERS - 2 start, two join later
+BALANCE_MIN_WORKERS = 4  # two at the start, two joining; then one stops and one is killed
+# One step of work on an item; a draining item's work returns at once, within a step.
+BALANCE_STEP = 0.25
+# The script, as fractions of --duration: each moment waits for the pool to have settled
+# since the one before (balanced for BALANCE_SETTLED seconds), up to BALANCE_LATE seconds
+# past its time (on a loaded machine, so that each moment's figure is its own).
+BALANCE_SCRIPT = (
+    (0.20, "join"),
+    (0.35, "join"),
+    (0.55, "SIGTERM"),
+    (0.75, "SIGKILL"),
+)
+BALANCE_SETTLED = 1.0
+BALANCE_LATE = 5.0
+# After --duration, wait at most this long for the pool to balance after the last moment
+# (a killed worker's items are free only once its session has expired).
+BALANCE_OVERTIME = 10.0

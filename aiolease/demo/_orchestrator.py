@@ -29,7 +29,16 @@ from ._config import (
 from ._state import Demo, Victim, Worker
 from ._views import PlainView
 
-__all__ = ["kill_all", "orchestrate", "spawn_workers", "start_workers", "stop_all"]
+__all__ = [
+    "kill_all",
+    "orchestrate",
+    "poll",
+    "refresh_rows",
+    "spawn_workers",
+    "start_worker",
+    "start_workers",
+    "stop_all",
+]
 
 #: The module each worker process runs (``python -m``).
 WORKER_MODULE = "aiolease.demo._worker"
@@ -53,6 +62,8 @@ async def spawn_workers(demo: Demo, env: dict[str, str]) -> None:
         ]
         if args.region:
             command.append(f"--region={args.region}")
+        if args.balance:
+            command.append("--balance")
         with worker.log.open("wb") as log:
             worker.process = await asyncio.create_subprocess_exec(
                 *command,
@@ -66,12 +77,15 @@ async def spawn_workers(demo: Demo, env: dict[str, str]) -> None:
 
 def _tell(worker: Worker, line: str) -> None:
     assert worker.process is not None and worker.process.stdin is not None
-    with suppress(OSError):  # a worker that died is noticed by _poll
+    with suppress(OSError):  # a worker that died is noticed by poll
         worker.process.stdin.write(f"{line}\n".encode())
 
 
-async def start_workers(demo: Demo) -> bool:
-    """Give the workers the endpoint, wait until all are connected, then start them at once."""
+async def start_workers(demo: Demo, first: int | None = None) -> bool:
+    """Give the workers the endpoint, wait until all are connected, then start them at once.
+
+    With ``first``, only that many start; the others wait for :func:`start_worker`.
+    """
     for worker in demo.workers:
         _tell(worker, demo.endpoint or "-")
     deadline = time.time() + WORKER_START_TIMEOUT
@@ -89,15 +103,23 @@ async def start_workers(demo: Demo) -> bool:
             )
             return False
         await asyncio.sleep(0.05)
-    for worker in demo.workers:
-        _tell(worker, "go")
     demo.t0 = time.time()
+    for worker in demo.workers[:first]:
+        start_worker(worker, demo.t0)
     return True
+
+
+def start_worker(worker: Worker, at: float) -> None:
+    """Tell a connected worker to begin."""
+    _tell(worker, "go")
+    worker.joined_at = at
 
 
 def _on_record(demo: Demo) -> Callable[[str, Hold], None]:
     def on_event(kind: str, hold: Hold) -> None:
-        if kind == "start":
+        if demo.args.balance:
+            _on_balance_record(demo, kind, hold)
+        elif kind == "start":
             demo.event(f"{hold.lessee} took {hold.item} (fencing token {hold.token})")
             for victim in demo.victims:
                 if (
@@ -122,7 +144,30 @@ def _on_record(demo: Demo) -> Callable[[str, Hold], None]:
     return on_event
 
 
-def _poll(demo: Demo) -> None:
+def _on_balance_record(demo: Demo, kind: str, hold: Hold) -> None:
+    """--balance: log an item passing from one worker to another (24 starts are noise)."""
+    if kind != "start":
+        return
+    before = max(
+        (
+            h
+            for h in demo.history.holds.values()
+            if h.item == hold.item and h.token < hold.token and h.end is not None
+        ),
+        key=lambda h: h.token,
+        default=None,
+    )
+    if before is not None and before.end is not None and before.lessee != hold.lessee:
+        seconds = hold.start - before.end
+        if before.died_at is not None:
+            how, after = "takeover", f"{seconds:.1f}s after its session expired"
+        else:
+            how, after = "handoff", f"{seconds:.1f}s after it was {before.why}"
+        demo.event(f"{how} {hold.item}: {before.lessee} -> {hold.lessee} ({after})")
+
+
+def poll(demo: Demo) -> None:
+    """Read the workers' new records; note a worker that exited by itself."""
     demo.history.poll([w.records for w in demo.workers], _on_record(demo))
     for worker in demo.workers:
         process = worker.process
@@ -135,7 +180,8 @@ def _poll(demo: Demo) -> None:
             )
 
 
-async def _refresh_rows(demo: Demo, store: LockStore) -> None:
+async def refresh_rows(demo: Demo, store: LockStore) -> None:
+    """Read the table's rows for the view."""
     with suppress(LeaseUnavailableError):  # a missed refresh is fine; the next one will do
         demo.rows = sorted(
             [item async for item in store.scan(consistent_read=True)],
@@ -205,7 +251,7 @@ async def orchestrate(
     killed: Victim | None = None
     stopped: Victim | None = None
     while time.time() < end and not interrupted.is_set():
-        _poll(demo)
+        poll(demo)
         elapsed = time.time() - demo.t0
         standby = _has_standby(demo)
         if (
@@ -221,7 +267,7 @@ async def orchestrate(
             and ((killed.takeover is not None and standby) or elapsed >= STOP_AT[1] * duration)
         ):
             stopped = await _signal(demo, "SIGTERM", {killed.worker})
-        await _refresh_rows(demo, store)
+        await refresh_rows(demo, store)
         view.update()
         with suppress(TimeoutError):
             await asyncio.wait_for(interrupted.wait(), REFRESH)
@@ -239,7 +285,7 @@ async def stop_all(demo: Demo, store: LockStore, view: PlainView, *, interrupted
             worker.fate = worker.fate or "stopped"
     deadline = time.time() + STOP_GRACE
     while time.time() < deadline and any(w.process.returncode is None for w in live if w.process):
-        _poll(demo)
+        poll(demo)
         view.update()
         await asyncio.sleep(REFRESH)
     for worker in live:
@@ -250,8 +296,8 @@ async def stop_all(demo: Demo, store: LockStore, view: PlainView, *, interrupted
             worker.fate = "killed (did not stop)"
             demo.history.poll([worker.records], _on_record(demo))
             demo.history.died(worker.name, time.time())
-    _poll(demo)
-    await _refresh_rows(demo, store)
+    poll(demo)
+    await refresh_rows(demo, store)
     view.update()
 
 

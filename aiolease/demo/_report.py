@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -44,6 +45,13 @@ def summarize(demo: Demo, interrupted: bool) -> int:
             f"  exclusion check: passed: {len(holds)} holds of {len(demo.items)} items, "
             "no two holds of one item overlap, fencing tokens strictly increase per item"
         )
+    if demo.args.report:
+        try:
+            Path(demo.args.report).write_text(json.dumps(_report(demo, holds), indent=2) + "\n")
+            print(f"  report: {demo.args.report}")
+        except OSError as exc:
+            print(f"  report: not written ({exc})")
+            ok = False
     if demo.args.timeline:
         try:
             write_timeline(Path(demo.args.timeline), demo, holds)
@@ -55,6 +63,31 @@ def summarize(demo: Demo, interrupted: bool) -> int:
         print("  (interrupted before the end)")
         return 130
     return 0 if ok else 1
+
+
+def _report(demo: Demo, holds: list[Hold]) -> dict[str, Any]:
+    """The figures --report writes (times in seconds since the start)."""
+    return {
+        "mode": "failover",
+        "items": len(demo.items),
+        "workers": len(demo.workers),
+        "seconds": round(time.time() - demo.t0, 2),
+        "holds": len(holds),
+        "renewals": demo.history.renewals,
+        "handovers": count_handovers(holds),
+        "exclusion_problems": check_exclusion(holds),
+        "failovers": [
+            {
+                "item": v.item,
+                "worker": v.worker,
+                "how": v.how,
+                "at": round(v.at - demo.t0, 2),
+                "taken_by": None if v.takeover is None else v.takeover.lessee,
+                "after": None if v.takeover is None else round(v.takeover.start - v.at, 2),
+            }
+            for v in demo.victims
+        ],
+    }
 
 
 def _print_failovers(demo: Demo) -> None:

@@ -19,7 +19,16 @@ from aiolease import LockStore
 from aiolease._aws import make_session, wants_fake_credentials
 from aiolease.testing import FAKE_CREDENTIALS, MotoServer, fake_session
 
-from ._config import DEFAULT_DURATION, DEFAULT_ITEMS, DEFAULT_WORKERS, MIN_DURATION
+from ._balance import first_workers, orchestrate_balance, summarize_balance
+from ._config import (
+    BALANCE_ITEMS,
+    BALANCE_MIN_WORKERS,
+    BALANCE_WORKERS,
+    DEFAULT_DURATION,
+    DEFAULT_ITEMS,
+    DEFAULT_WORKERS,
+    MIN_DURATION,
+)
 from ._orchestrator import kill_all, orchestrate, spawn_workers, start_workers, stop_all
 from ._report import summarize
 from ._state import Demo, Worker
@@ -40,11 +49,25 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=DEFAULT_WORKERS,
-        help=f"worker processes (default: {DEFAULT_WORKERS}, at least 3)",
+        help=f"worker processes (default: {DEFAULT_WORKERS}, at least 3; with --balance "
+        f"{BALANCE_WORKERS}, at least {BALANCE_MIN_WORKERS}, two of which join later)",
     )
     parser.add_argument(
-        "--items", type=int, default=DEFAULT_ITEMS, help=f"work items (default: {DEFAULT_ITEMS})"
+        "--items",
+        type=int,
+        help=f"work items (default: {DEFAULT_ITEMS}; with --balance {BALANCE_ITEMS})",
+    )
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="workers serve a fair share of the pool (session.serve()); two join, one is "
+        "stopped, one killed, and the pool rebalances each time",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write the run's figures as JSON (with --balance: time to balance after each "
+        "moment, handoffs, overlaps)",
     )
     parser.add_argument(
         "--timeline",
@@ -66,10 +89,19 @@ def _usage(message: str) -> int:
 
 
 def _check_options(args: argparse.Namespace) -> str | None:
-    """What is wrong with the demo's own options, or ``None``."""
+    """What is wrong with the demo's own options, or ``None``; fills in the defaults."""
+    if args.workers is None:
+        args.workers = BALANCE_WORKERS if args.balance else DEFAULT_WORKERS
+    if args.items is None:
+        args.items = BALANCE_ITEMS if args.balance else DEFAULT_ITEMS
     if not args.duration >= MIN_DURATION:
         return f"--duration must be at least {MIN_DURATION:.0f} seconds"
-    if args.workers < 3 or args.workers > 20:
+    if args.balance and not BALANCE_MIN_WORKERS <= args.workers <= 20:
+        return (
+            f"--workers must be between {BALANCE_MIN_WORKERS} and 20 with --balance "
+            "(two join, one stops, one is killed)"
+        )
+    if not args.balance and not 3 <= args.workers <= 20:
         return "--workers must be between 3 and 20 (one crashes, one stops)"
     if args.items < 1 or args.items > 100:
         return "--items must be between 1 and 100"
@@ -165,7 +197,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         if not await _prepare_table(demo, store):
             return 1
         print_header(demo, embedded)
-        if not await start_workers(demo):
+        if not await start_workers(demo, first_workers(demo) if args.balance else None):
             return 1
         interrupted = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -173,10 +205,15 @@ async def run_demo(args: argparse.Namespace) -> int:
         stack.callback(loop.remove_signal_handler, signal.SIGINT)
         view = make_view(demo)
         try:
-            await orchestrate(demo, store, view, interrupted)
+            if args.balance:
+                await orchestrate_balance(demo, store, view, interrupted)
+            else:
+                await orchestrate(demo, store, view, interrupted)
             await stop_all(demo, store, view, interrupted=interrupted.is_set())
         finally:
             view.close()
+        if args.balance:
+            return summarize_balance(demo, interrupted.is_set())
         return summarize(demo, interrupted.is_set())
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiolease import LeaseItem
 from aiolease.testing.history import History, Hold
 
-__all__ = ["Demo", "Victim", "Worker"]
+__all__ = ["Demo", "Moment", "Victim", "Worker"]
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     fate: str = ""  # "", "killed", "stopped", "crashed"
     signalled_at: float | None = None
+    joined_at: float | None = None  # --balance: when it was told to start (None: not yet)
 
     @property
     def exited(self) -> bool:
@@ -53,6 +54,15 @@ class Victim:
     takeover: Hold | None = None
 
 
+@dataclass(frozen=True)
+class Moment:
+    """--balance: a moment of the script: the start, a join, a graceful stop or a kill."""
+
+    at: float
+    what: str  # "start", "join", "SIGTERM", "SIGKILL"
+    workers: tuple[str, ...]
+
+
 @dataclass
 class Demo:
     """Everything the view and the summary need to know."""
@@ -63,11 +73,13 @@ class Demo:
     endpoint: str | None = None
     history: History = field(default_factory=History)
     victims: list[Victim] = field(default_factory=list)
+    moments: list[Moment] = field(default_factory=list)
     rows: list[LeaseItem] = field(default_factory=list)
     events: collections.deque[tuple[float, str, bool]] = field(
         default_factory=lambda: collections.deque(maxlen=9)
     )
     t0: float = 0.0
+    ended: float = 0.0  # --balance: when the script ended (the figures stop there)
 
     events_total: int = 0
 

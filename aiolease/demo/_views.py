@@ -8,17 +8,31 @@ import time
 from ._config import LEASE_SECONDS, STATUS_EVERY
 from ._state import Demo
 
-__all__ = ["PlainView", "RichView", "make_view", "print_header"]
+__all__ = [
+    "BalancePlainView",
+    "BalanceRichView",
+    "PlainView",
+    "RichView",
+    "make_view",
+    "print_header",
+]
 
 
 def print_header(demo: Demo, embedded: bool) -> None:
     """The first two lines: what runs where, and how to watch the table meanwhile."""
     args = demo.args
     where = f"embedded DynamoDB (moto) at {demo.endpoint}" if embedded else demo.endpoint or "AWS"
-    print(
-        f"aiolease demo: {args.workers} worker processes, {len(demo.items)} items, "
-        f"{LEASE_SECONDS:.0f}s leases, {args.duration:.0f}s; {where}, table {args.table!r}"
-    )
+    if args.balance:
+        what = (
+            f"aiolease demo --balance: {args.workers} worker processes serving "
+            f"{len(demo.items)} items (2 join later), {LEASE_SECONDS:.0f}s sessions"
+        )
+    else:
+        what = (
+            f"aiolease demo: {args.workers} worker processes, {len(demo.items)} items, "
+            f"{LEASE_SECONDS:.0f}s leases"
+        )
+    print(f"{what}, {args.duration:.0f}s; {where}, table {args.table!r}")
     ls = f"python -m aiolease ls --table {args.table}"
     if demo.endpoint:
         ls += f" --endpoint-url {demo.endpoint}"
@@ -119,11 +133,93 @@ class RichView(PlainView):
         self._live.stop()
 
 
+def held_per_worker(demo: Demo) -> dict[str, list[str]]:
+    """--balance: the items each started worker holds, as the table's rows say."""
+    held: dict[str, list[str]] = {w.name: [] for w in demo.workers if w.joined_at is not None}
+    for row in demo.rows:
+        if row.lessee_id is not None:
+            held.setdefault(row.lessee_id, []).append(row.lease_id)
+    return held
+
+
+def member_spread(demo: Demo, held: dict[str, list[str]]) -> tuple[int, int]:
+    """Max-min items per running worker, and how many items no running worker holds."""
+    members = [w.name for w in demo.workers if w.joined_at is not None and not w.fate]
+    counts = [len(held.get(name, [])) for name in members]
+    spread = max(counts) - min(counts) if counts else 0
+    return spread, len(demo.items) - sum(counts)
+
+
+class BalancePlainView(PlainView):
+    """--balance, plain: notable events, and now and then the items per worker."""
+
+    def update(self) -> None:
+        new = min(self.demo.events_total - self._seen, len(self.demo.events))
+        self._seen = self.demo.events_total
+        for at, text, notable in list(self.demo.events)[len(self.demo.events) - new :]:
+            if notable:
+                print(f"[{at:5.1f}s] {text}", flush=True)
+        elapsed = time.time() - self.demo.t0
+        if elapsed - self._last_status >= STATUS_EVERY:
+            self._last_status = elapsed
+            held = held_per_worker(self.demo)
+            spread, elsewhere = member_spread(self.demo, held)
+            fates = {w.name: w.fate for w in self.demo.workers}
+            counts = ", ".join(
+                f"{name} {len(items)}" + (f" ({fates[name]})" if fates.get(name) else "")
+                for name, items in held.items()
+            )
+            print(
+                f"[{elapsed:5.1f}s] items per worker: {counts}; spread {spread}, "
+                f"{elsewhere} not held by a running worker",
+                flush=True,
+            )
+
+
+class BalanceRichView(RichView):
+    """--balance on a terminal: one row per worker, its items and a bar, and the spread."""
+
+    def update(self) -> None:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        demo = self.demo
+        held = held_per_worker(demo)
+        spread, elsewhere = member_spread(demo, held)
+        state = "balanced" if spread <= 1 and elsewhere == 0 else f"{elsewhere} items in transit"
+        status = Text(f"spread (max-min items per running worker) {spread}, {state}")
+        table = Table(
+            title=f"aiolease demo --balance  {time.time() - demo.t0:4.1f}s of "
+            f"{demo.args.duration:.0f}s",
+            title_justify="left",
+        )
+        for column in ("worker", "state", "items", "held"):
+            table.add_column(column, justify="right" if column == "items" else "left")
+        for worker in demo.workers:
+            items = held.get(worker.name)
+            if items is None:
+                table.add_row(Text(worker.name, style="dim"), Text("waiting to join", "dim"))
+                continue
+            bar = Text("█" * len(items) + "  ", style=self._color(worker.name))
+            bar.append(" ".join(i.removeprefix("item-") for i in sorted(items)), style="dim")
+            table.add_row(
+                Text(worker.name, style=self._color(worker.name)),
+                Text(worker.fate or "serving", "bold red" if worker.fate == "killed" else ""),
+                str(len(items)),
+                bar,
+            )
+        log = Text()
+        for at, text, notable in demo.events:
+            log.append(f"{at:5.1f}s  {text}\n", style="bold" if notable else "dim")
+        self._live.update(Group(table, status, Text(""), log))
+
+
 def make_view(demo: Demo) -> PlainView:
     """A live table on a terminal (if rich is installed), plain lines otherwise."""
     if sys.stdout.isatty():
         try:
-            return RichView(demo)
+            return BalanceRichView(demo) if demo.args.balance else RichView(demo)
         except ImportError:
             print('(pip install rich for a live table: pip install -e ".[server]")')
-    return PlainView(demo)
+    return BalancePlainView(demo) if demo.args.balance else PlainView(demo)

@@ -74,7 +74,11 @@ class Handoffs:
     def __init__(self, session: LeaseSession, wait_period: float, grace: float) -> None:
         self._session = session
         self._period_ns = int((HANDOFF_PERIODS * wait_period + grace) * 1e9)
+        self._wait = wait_period
         self.asked: dict[str, _Ask] = {}  # item ID -> our request standing on it
+        # Members whose answer was no (the request gone, the item not ours): not asked
+        # again before this loop time, so that views that disagree cannot loop a write.
+        self._not_before: dict[str, float] = {}
 
     @property
     def _me(self) -> str:
@@ -190,9 +194,13 @@ class Handoffs:
         members = sorted(live)
         shares = {m: fair_share(len(pool.items), members, m) for m in members}
         mine = held + len(self.asked)
+        clock = asyncio.get_running_loop().time()
+        self._not_before = {m: t for m, t in self._not_before.items() if t > clock}
         for member in sorted(live - {me}, key=lambda m: (-counts[m], m)):
             if room <= 0:
                 break
+            if self._not_before.get(member, 0.0) > clock:
+                continue
             if not (counts[member] > shares[member] or counts[member] > mine + 1):
                 continue
             offered = [
@@ -251,7 +259,12 @@ class Handoffs:
                 continue  # being taken by us: taken() completes it
             h = pool.handoffs.get(item_id)
             if h is None or h.requester != self._me or h.until_ns < now_ns:
-                del self.asked[item_id]
+                ask = self.asked.pop(item_id)
+                # Declined or withdrawn (or taken by another): leave that member alone
+                # for a while. Expired: ask again at once if still short.
+                if h is None or h.requester != self._me:
+                    pause = HANDOFF_PERIODS * self._wait
+                    self._not_before[ask.holder] = asyncio.get_running_loop().time() + pause
 
     async def withdraw_all(self, reason: str, taking: Collection[str] = ()) -> None:
         """Withdraw every request of ours not being taken (best effort: logged)."""

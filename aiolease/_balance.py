@@ -160,7 +160,7 @@ class Balancer:
                 try:
                     await self._drain_all()
                 finally:
-                    await _shielded(withdrawing)
+                    await _shielded(withdrawing, lambda: self._session.lost)
                 raise
 
     async def read(self) -> View:
@@ -326,13 +326,17 @@ class Balancer:
             self._slots.pop(slot.item_id, None)
 
 
-async def _shielded(task: asyncio.Future[None]) -> None:
-    """Wait for ``task`` (itself bounded) even through further cancellations; log its error."""
+async def _shielded(task: asyncio.Future[None], give_up: Callable[[], bool]) -> None:
+    """Wait for ``task`` (itself bounded) through further cancellations, unless
+    ``give_up()`` says it is pointless by then (the session was lost); log its error."""
     while not task.done():
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            continue  # the cancellation being handled already propagates after this
+            if give_up():
+                task.cancel()
+                return
+            # Otherwise the cancellation being handled already propagates after this.
         except Exception:
             break
     if not task.cancelled() and (exc := task.exception()) is not None:

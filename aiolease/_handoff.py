@@ -128,7 +128,10 @@ class Handoffs:
         me = self._me
         now = self._session._store.clock.wall_ns()
         live = set(pool.live) | {me}
+        # What each requester holds or has coming (its standing requests, this one too):
+        # a requester that asked several holders at once must not get more than its due.
         counts = _counts(pool)
+        counts.update(h.requester for h in pool.standing(now, live).values())
         by_id = {i.lease_id: i for i in pool.items}
         held = list(mine)
         left = len(held)
@@ -142,10 +145,11 @@ class Handoffs:
                 reason = "dead requester"
             elif h.until_ns < now:
                 reason = "expired"
-            elif left > target or left > counts[h.requester] + 1:
+            elif left > target or left > counts[h.requester]:
+                # Above our share, or still holding at least as many as the requester
+                # will once this item is its.
                 accepted.append(item_id)
                 left -= 1
-                counts[h.requester] += 1
                 self._emit(HandoffAccepted, item_id, item.fencing_token, requester=h.requester)
                 get_logger().info(
                     "handing %r over to %s", item_id, h.requester, extra={"lease_id": item_id}
@@ -267,9 +271,12 @@ class Handoffs:
                     self._not_before[ask.holder] = asyncio.get_running_loop().time() + pause
 
     async def withdraw_all(self, reason: str, taking: Collection[str] = ()) -> None:
-        """Withdraw every request of ours not being taken (best effort: logged)."""
+        """Withdraw every request of ours not being taken (best effort: logged). Not once
+        the session is lost: the holders withdraw a dead session's requests themselves."""
         for item_id in [i for i in self.asked if i not in taking]:
             ask = self.asked.pop(item_id)
+            if self._session.lost:
+                continue
             if await self._withdraw(item_id, self._me, None):
                 self._emit(HandoffWithdrawn, item_id, ask.token, requester=self._me, reason=reason)
 

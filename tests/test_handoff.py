@@ -163,6 +163,7 @@ class Workers:
         self.holding: dict[str, set[str]] = {}
         self.holds: list[Hold] = []
         self.drained: list[str] = []
+        self.taken_at: dict[str, int] = {}  # item -> wall-clock ns its latest work started
         self.tokens: dict[str, list[tuple[str, int]]] = {}  # item -> (worker, token) taken
         self.events: list[tuple[str, LeaseEvent]] = []
         self.changed = asyncio.Event()
@@ -170,9 +171,9 @@ class Workers:
         self.sessions: dict[str, str] = {}  # worker -> its session's key
         self.stores: list[LockStore] = []
 
-    def start(self, name: str, **serve: Any) -> None:
+    def start(self, name: str, *, client: Any = None, **serve: Any) -> None:
         self.holding[name] = set()
-        self.tasks[name] = asyncio.create_task(self._worker(name, serve))
+        self.tasks[name] = asyncio.create_task(self._worker(name, client or self.client, serve))
 
     async def stop(self, name: str) -> None:
         task = self.tasks.pop(name)
@@ -188,8 +189,8 @@ class Workers:
 
         return listener
 
-    async def _worker(self, name: str, serve: dict[str, Any]) -> None:
-        store = LockStore(self.client, self.table_name)
+    async def _worker(self, name: str, client: Any, serve: dict[str, Any]) -> None:
+        store = LockStore(client, self.table_name)
         self.stores.append(store)
         locker = Locker(store, max_clock_skew=SKEW)
         locker.add_listener(self._heard(name))
@@ -197,6 +198,7 @@ class Workers:
 
         async def work(lease: Lease) -> None:
             start = time.monotonic()
+            self.taken_at[lease.lease_id] = time.time_ns()
             self.holding[name].add(lease.lease_id)
             self.tokens.setdefault(lease.lease_id, []).append((name, lease.fencing_token))
             self.changed.set()
@@ -402,3 +404,101 @@ async def test_a_stopping_requester_withdraws_what_it_asked_for(
         assert (withdrawn.lease_id, withdrawn.reason) == (accepted.lease_id, "stopped")
         assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, accepted.lease_id)
         assert not w.heard(HandoffCompleted)
+
+
+class Frozen:
+    """A client whose calls hang once ``frozen`` is set (a killed process, to the table)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.frozen = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if name not in {"update_item", "scan", "get_item", "query"}:
+            return call
+
+        async def maybe_hang(**kwargs: Any) -> Any:
+            if self.frozen:
+                await asyncio.Event().wait()
+            return await call(**kwargs)
+
+        return maybe_hang
+
+
+async def test_an_item_freed_for_a_requester_that_died_is_taken_once_its_session_expired(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    # b asks and dies at once (no withdrawal): a hands the item over all the same (b is
+    # live when a answers), and the freed item waits for b only until b's session expired.
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    frozen = Frozen(w.client)
+    async with outside_holder(store, ids[:2]):
+        w.start("a")
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        # b's long drain grace makes its request stand for longer than its session lives.
+        w.start("b", client=frozen, drain_grace=3.0)
+        await w.until(lambda: bool(w.heard(HandoffRequested, "b")), 5.0, "the request")
+        frozen.frozen = True
+        [requested] = w.heard(HandoffRequested, "b")
+        item = requested.lease_id
+        await w.until(lambda: item not in w.holding["a"], 3.0, "a hands it over")
+        [dead] = [r for r in await store.list_sessions() if r.session_id == w.sessions["b"]]
+        await w.until(lambda: item in w.holding["a"], DURATION + 3.0, "a takes it back")
+        assert w.taken_at[item] > dead.until_ns + int(SKEW * 1e9), "taken while reserved"
+        reserved_until = int(requested.until.timestamp() * 1e9)
+        assert w.taken_at[item] < reserved_until, "the reservation held for a dead session"
+        assert not w.holding["b"] and not w.heard(HandoffCompleted)
+        task = w.tasks.pop("b")
+        task.cancel()
+        with contextlib.suppress(
+            asyncio.CancelledError, aiolease.LeaseLostError, BaseExceptionGroup
+        ):
+            await task
+
+
+class LandsThenHangs:
+    """A client whose handoff requests land but are never answered."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.landed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if name != "update_item":
+            return call
+
+        async def update_item(**kwargs: Any) -> Any:
+            answer = await call(**kwargs)
+            if kwargs.get("UpdateExpression") == "SET #h = :r, #hu = :hu":
+                self.landed.set()
+                await asyncio.Event().wait()
+            return answer
+
+        return update_item
+
+
+async def test_a_request_whose_answer_was_lost_is_withdrawn_when_serve_is_cancelled(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    hanging = LandsThenHangs(w.client)
+    async with outside_holder(store, ids[:2]):
+        w.start("a", obey_drain=False, drain_grace=1.5)
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        w.start("b", client=hanging)
+        async with asyncio.timeout(5):
+            await hanging.landed.wait()
+        await w.stop("b")  # cancelled in the middle of the request's call
+        [withdrawn] = w.heard(HandoffWithdrawn, "b")
+        assert withdrawn.reason == "stopped"
+        assert not w.heard(HandoffRequested, "b"), "announced a request never answered"
+        row = await raw_row(w.client, w.table_name, withdrawn.lease_id)
+        assert "LeaseHandoff" not in row, "the cancelled request was left behind"

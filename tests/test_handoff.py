@@ -502,3 +502,40 @@ async def test_a_request_whose_answer_was_lost_is_withdrawn_when_serve_is_cancel
         assert not w.heard(HandoffRequested, "b"), "announced a request never answered"
         row = await raw_row(w.client, w.table_name, withdrawn.lease_id)
         assert "LeaseHandoff" not in row, "the cancelled request was left behind"
+
+
+async def test_a_requester_that_reaches_its_share_otherwise_withdraws_its_request(
+    workers: tuple[Workers, LockStore], client: Any, table_name: str
+) -> None:
+    # b (capped at 1) asks a; before a's slow drain is over, a single lease's item comes
+    # free for b (reserved for it by hand, so that a leaves it alone): b's share is
+    # reached, so its request goes, and the item a drains is claimed by nobody.
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    async with contextlib.AsyncExitStack() as outside:
+        await outside.enter_async_context(outside_holder(store, ids[:2]))
+        w.start("a", obey_drain=False, drain_grace=1.5)
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        w.start("b", max_leases=1)
+        await w.until(lambda: bool(w.heard(HandoffAccepted, "a")), 5.0, "the acceptance")
+        await client.update_item(
+            TableName=table_name,
+            Key={"LeaseID": {"S": "item-0"}},
+            UpdateExpression="SET #h = :r, #hu = :hu",
+            ExpressionAttributeNames={"#h": "LeaseHandoff", "#hu": "LeaseHandoffUntil"},
+            ExpressionAttributeValues={
+                ":r": {"S": w.sessions["b"]},
+                ":hu": {"N": str(time.time_ns() + 3 * 10**9)},
+            },
+        )
+    # The single leases are released: b takes one, reaching its share.
+    await w.until(lambda: bool(w.heard(HandoffWithdrawn, "b")), 3.0, "the withdrawal")
+    [accepted] = w.heard(HandoffAccepted, "a")
+    [withdrawn] = w.heard(HandoffWithdrawn, "b")
+    assert (withdrawn.lease_id, withdrawn.reason) == (accepted.lease_id, "fulfilled elsewhere")
+    await w.until(lambda: len(w.holding["b"]) == 1, 3.0, "b holds its one item")
+    assert accepted.lease_id not in w.holding["b"]
+    assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, withdrawn.lease_id)
+    assert not w.heard(HandoffCompleted)

@@ -5,8 +5,11 @@ rows), computes this worker's share (the items divided by the live sessions, the
 ``items % n`` sessions by ID getting one more, capped by ``max_leases``) and moves towards
 it: below its share it takes free, expired and dead sessions' items, preferring those a
 deterministic plan gives it (so that workers racing over a fresh pool seldom collide);
-above its share it drains and releases the extra items for the others to take. It never
-takes a live lease: only what the takeover rule finds takeable, by one conditional write.
+above its share it drains and releases the extra items for the others to take. Still
+short once nothing free is left, it asks the most loaded member for an item by a handoff
+request, and it answers the requests on its own items from the same read (``_handoff``).
+It never takes a live lease: only what the takeover rule finds takeable, by one
+conditional write.
 """
 
 from __future__ import annotations
@@ -73,7 +76,9 @@ async def serve(
     are drained and released: ``aiolease.draining()`` is set for their ``work``, which is
     cancelled after ``drain_grace`` (default: a third of the session's duration).
     Cancelling ``serve()`` drains and releases every item before the cancellation
-    propagates. Only free, expired and dead sessions' items are taken, never live ones.
+    propagates. Only free, expired and dead sessions' items are taken, never live ones;
+    short of its share with nothing free, it asks the most loaded worker for an item (a
+    handoff request, answered by that worker's next look).
     """
     await Balancer(
         self, work, max_leases=max_leases, wait_period=wait_period, drain_grace=drain_grace

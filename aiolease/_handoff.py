@@ -100,10 +100,11 @@ class Handoffs:
             h is not None
             and h.requester != self._me
             and h.requester in live
-            and (h.until_ns >= now_ns)
+            and h.until_ns >= now_ns
         )
 
     def reserved_for_me(self, pool: Pool, item_id: str) -> bool:
+        """Whether ``item_id`` carries our request (held still, or freed for us)."""
         h = pool.handoffs.get(item_id)
         return h is not None and h.requester == self._me
 

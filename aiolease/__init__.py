@@ -33,6 +33,13 @@ from ._events import (
     SessionRenewed,
     SessionStarted,
 )
+from ._events_handoff import (
+    HandoffAccepted,
+    HandoffCompleted,
+    HandoffEvent,
+    HandoffRequested,
+    HandoffWithdrawn,
+)
 from ._global import global_lock_store, setup_lock_store_global
 from ._locker import LeaseScope, LeaseSession, Locker
 from ._log import set_logger
@@ -43,6 +50,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EventStream",
+    "HandoffAccepted",
+    "HandoffCompleted",
+    "HandoffEvent",
+    "HandoffRequested",
+    "HandoffWithdrawn",
     "Holder",
     "Lease",
     "LeaseAcquired",

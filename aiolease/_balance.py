@@ -5,8 +5,11 @@ rows), computes this worker's share (the items divided by the live sessions, the
 ``items % n`` sessions by ID getting one more, capped by ``max_leases``) and moves towards
 it: below its share it takes free, expired and dead sessions' items, preferring those a
 deterministic plan gives it (so that workers racing over a fresh pool seldom collide);
-above its share it drains and releases the extra items for the others to take. It never
-takes a live lease: only what the takeover rule finds takeable, by one conditional write.
+above its share it drains and releases the extra items for the others to take. Still
+short once nothing free is left, it asks the most loaded member for an item by a handoff
+request, and it answers the requests on its own items from the same read (``_handoff``).
+It never takes a live lease: only what the takeover rule finds takeable, by one
+conditional write.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import LeaseLostError, LeaseNotObtainedError, LeaseUnavailableError
+from ._handoff import WITHDRAW_TIMEOUT, Handoffs, Pool
 from ._log import get_logger
 from ._scope import LeaseScope
+from ._shares import fair_share, plan, preference
 from ._types import MAX_NS, Lease, LeaseItem
 
 if TYPE_CHECKING:
@@ -56,54 +60,6 @@ def draining() -> asyncio.Event:
         raise RuntimeError("aiolease.draining() is only known inside work run by serve()") from None
 
 
-def preference(session_id: str, item_id: str) -> int:
-    """The rendezvous (highest-random-weight) score of an item for a session: stable, and
-    different workers rank the pool differently."""
-    digest = hashlib.blake2b(f"{session_id}\0{item_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def fair_share(items: int, members: list[str], me: str) -> int:
-    """``me``'s share of ``items`` among ``members`` (sorted session IDs): counts differ by
-    at most one, the first ``items % n`` members getting the extra one."""
-    ranked = sorted(set(members) | {me})
-    base, extra = divmod(items, len(ranked))
-    return base + (1 if ranked.index(me) < extra else 0)
-
-
-def plan(items: Iterable[str], members: list[str]) -> dict[str, str]:
-    """A deterministic assignment of every item to a member, each getting its fair share.
-
-    Every worker that sees the same pool and members computes the same plan, so each one
-    goes first for items no other worker goes first for. Each item goes to its highest
-    scoring member; a member keeps its best-scoring items up to its share, and the surplus
-    goes, item by item, to the best-scoring member still below its share.
-    """
-    ranked = sorted(set(members))
-    ids = sorted(items)
-    if not ranked:
-        return {}
-    shares = {m: fair_share(len(ids), ranked, m) for m in ranked}
-    scores = {m: {i: preference(m, i) for i in ids} for m in ranked}
-    wanted: dict[str, list[str]] = {m: [] for m in ranked}
-    for i in ids:
-        wanted[max(ranked, key=lambda m: scores[m][i])].append(i)
-    assigned: dict[str, str] = {}
-    surplus: list[str] = []
-    for m in ranked:
-        mine = sorted(wanted[m], key=lambda i: scores[m][i], reverse=True)
-        for i in mine[: shares[m]]:
-            assigned[i] = m
-        surplus.extend(mine[shares[m] :])
-        shares[m] -= min(shares[m], len(mine))
-    for i in sorted(surplus):
-        room = [m for m in ranked if shares[m] > 0]
-        best = max(room, key=lambda m: scores[m][i])
-        assigned[i] = best
-        shares[best] -= 1
-    return assigned
-
-
 async def serve(
     self: LeaseSession,
     work: Callable[[Lease], Awaitable[object]],
@@ -120,7 +76,9 @@ async def serve(
     are drained and released: ``aiolease.draining()`` is set for their ``work``, which is
     cancelled after ``drain_grace`` (default: a third of the session's duration).
     Cancelling ``serve()`` drains and releases every item before the cancellation
-    propagates. Only free, expired and dead sessions' items are taken, never live ones.
+    propagates. Only free, expired and dead sessions' items are taken, never live ones;
+    short of its share with nothing free, it asks the most loaded worker for an item (a
+    handoff request, answered by that worker's next look).
     """
     await Balancer(
         self, work, max_leases=max_leases, wait_period=wait_period, drain_grace=drain_grace
@@ -137,12 +95,7 @@ class _Slot:
     cutoff: asyncio.TimerHandle | None = None
 
 
-@dataclass(frozen=True)
-class View:
-    """One wait period's reading of the pool: the items and the live sessions."""
-
-    items: list[LeaseItem]
-    live: list[str]  # session IDs, sorted
+View = Pool  # one wait period's reading of the pool (items, live sessions, requests)
 
 
 class Balancer:
@@ -181,6 +134,7 @@ class Balancer:
         # Items whose work failed: how often in a row, and when they may be taken again.
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
+        self._handoffs = Handoffs(session, self._wait, self._grace)
 
     @property
     def held(self) -> list[str]:
@@ -203,16 +157,24 @@ class Balancer:
                     # Jitter down: workers that started together drift apart.
                     await asyncio.sleep(pause * random.uniform(0.8, 1.0))
             except asyncio.CancelledError:
-                await self._drain_all()
+                # Our unanswered requests go while the items drain (shielded, bounded: the
+                # holders would otherwise withdraw them once our session is over).
+                withdrawing = asyncio.ensure_future(
+                    asyncio.wait_for(self._handoffs.withdraw_all("stopped"), WITHDRAW_TIMEOUT)
+                )
+                try:
+                    await self._drain_all()
+                finally:
+                    await _shielded(withdrawing, lambda: self._session.lost)
                 raise
 
     async def read(self) -> View:
         """The pool and the live sessions (clock rule), from one consistent scan."""
         store = self._session._store
-        items, sessions = await store.read_pool()
+        items, sessions, handoffs = await store.read_pool()
         cutoff = store.clock.wall_ns() - int(self._skew * 1e9)
         live = sorted(r.session_id for r in sessions if not r.ended and r.until_ns >= cutoff)
-        return View(items, live)
+        return View(items, live, handoffs)
 
     def target(self, view: View) -> int:
         """This worker's share of the pool now, capped by ``max_leases``."""
@@ -238,29 +200,44 @@ class Balancer:
         target = self.target(view)
         members = sorted(set(view.live) | {me})
         planned = plan((i.lease_id for i in view.items), members)
+        # Requests on our items first (accepted ones are the first extras to go).
+        for item_id in await self._handoffs.answer(view, self.held, target):
+            self.drain(item_id)
         held = self.held
         if len(held) > target:
             # Release first what the plan gives to others, then what we like least.
             order = sorted(held, key=lambda i: (planned.get(i) == me, preference(me, i)))
             for item_id in order[: len(held) - target]:
                 self.drain(item_id)
-            return False
-        if len(held) == target:
+        if len(held) >= target:
+            await self._handoffs.ask(view, target, len(held), planned, self._slots)
             return False
         live = set(members)
+        now = self._session._store.clock.wall_ns()
         candidates = [
             i
             for i in view.items
             if i.lease_id not in self._slots
             and not self._backed_off(i.lease_id)
             and self._takeable(i, live)
+            and not self._handoffs.reserved_for_other(view, i.lease_id, live, now)
         ]
-        candidates.sort(key=lambda i: (planned.get(i.lease_id) != me, -preference(me, i.lease_id)))
+        # What was handed to us first, then what the plan gives us, then our own order.
+        candidates.sort(
+            key=lambda i: (
+                not self._handoffs.reserved_for_me(view, i.lease_id),
+                planned.get(i.lease_id) != me,
+                -preference(me, i.lease_id),
+            )
+        )
         for item in candidates[: target - len(held)]:
             slot = _Slot(item.lease_id)
             self._slots[item.lease_id] = slot
             slot.task = tg.create_task(self._hold(slot), name=f"aiolease-serve:{item.lease_id}")
-        return len(candidates) < target - len(held)
+        short = len(candidates) < target - len(held)
+        # Still short once the free items are taken: ask the most loaded for the rest.
+        await self._handoffs.ask(view, target, len(self.held), planned, self._slots)
+        return short or bool(self._handoffs.asked)
 
     def _takeable(self, item: LeaseItem, live: set[str]) -> bool:
         """Whether the takeover rule may let us take ``item`` (only a hint: the write decides)."""
@@ -325,6 +302,7 @@ class Balancer:
         )
         try:
             async with scope as lease:
+                self._handoffs.taken(lease)
                 try:
                     await self._work(lease)
                 except Exception:
@@ -351,3 +329,20 @@ class Balancer:
             if slot.cutoff is not None:
                 slot.cutoff.cancel()
             self._slots.pop(slot.item_id, None)
+
+
+async def _shielded(task: asyncio.Future[None], give_up: Callable[[], bool]) -> None:
+    """Wait for ``task`` (itself bounded) through further cancellations, unless
+    ``give_up()`` says it is pointless by then (the session was lost); log its error."""
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if give_up():
+                task.cancel()
+                return
+            # Otherwise the cancellation being handled already propagates after this.
+        except Exception:
+            break
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        get_logger().warning("withdrawing handoff requests on stop: %r", exc)

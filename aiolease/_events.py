@@ -340,6 +340,22 @@ class Events:
         if self._listeners or self._streams:
             self._send(self._build(kind, lease, **fields))
 
+    def emit_item(
+        self, kind: type[_E], lease_id: str, lessee_id: str, token: int, /, **fields: Any
+    ) -> None:
+        """Send a ``kind`` event about an item this locker may not hold (the handoff
+        events), if anyone listens."""
+        if self._listeners or self._streams:
+            event = kind(
+                time=ns_to_datetime(self.clock.wall_ns()),
+                table=self.table,
+                lease_id=lease_id,
+                lessee_id=lessee_id,
+                token=token,
+                **fields,
+            )
+            self._send(event)
+
     # -- delivery -----------------------------------------------------------------------
 
     def _build(self, kind: type[_E], lease: Lease, **fields: Any) -> _E:

@@ -32,7 +32,7 @@ from ._types import (
     check_lease,
     ns_to_datetime,
 )
-from ._wire import pool, requests, rows, sessions
+from ._wire import handoff, pool, requests, rows, sessions
 from ._wire.calls import Retried
 from ._wire.codes import CONDITION_FAILED, Expected
 
@@ -293,10 +293,14 @@ async def list_all(table: Table) -> list[SessionRow]:
     return found
 
 
-async def read_pool(table: Table) -> tuple[list[LeaseItem], list[SessionRow]]:
-    """Every item and every session row, from one consistent scan (bookkeeping only)."""
+async def read_pool(
+    table: Table,
+) -> tuple[list[LeaseItem], list[SessionRow], dict[str, handoff.Handoff]]:
+    """Every item, every session row and the items' handoff requests, from one consistent
+    scan (bookkeeping only)."""
     items: list[LeaseItem] = []
     found: list[SessionRow] = []
+    asked: dict[str, handoff.Handoff] = {}
     async for page in table.pages("scan", pool.scan_pool(table.schema)):
         for raw in page.get("Items", []):
             row = rows.session_row(table.schema, raw)
@@ -306,7 +310,9 @@ async def read_pool(table: Table) -> tuple[list[LeaseItem], list[SessionRow]]:
                 table.skip_malformed(item.lease_id, raw)
             ):
                 items.append(item)
-    return items, found
+                if (request := handoff.parse(table.schema, raw)) is not None:
+                    asked[item.lease_id] = request
+    return items, found, asked
 
 
 class SessionMethods:
@@ -348,7 +354,36 @@ class SessionMethods:
         """Every session row: live, expired, and ended ones (tombstones)."""
         return await list_all(self._table)
 
-    async def read_pool(self) -> tuple[list[LeaseItem], list[SessionRow]]:
-        """Every item and every session row from one consistent scan of the table, for
-        ``session.serve()``'s balancing (an item scan and a session scan read it twice)."""
+    async def read_pool(
+        self,
+    ) -> tuple[list[LeaseItem], list[SessionRow], dict[str, handoff.Handoff]]:
+        """Every item, every session row and the items' handoff requests (by item ID) from
+        one consistent scan of the table, for ``session.serve()``'s balancing."""
         return await read_pool(self._table)
+
+    async def request_handoff(self, item: LeaseItem, requester_session: str, until_ns: int) -> bool:
+        """Ask ``item``'s holder (in the tenure read) to hand it to ``requester_session``,
+        the request standing until ``until_ns``: ``False`` if refused (the tenure changed,
+        or another live request stands). The lease itself is not touched."""
+        table = self._table
+        if item.lessee_id is None:
+            return False
+        request = handoff.request_handoff(
+            table.schema,
+            item.lease_id,
+            item.lessee_id,
+            item.fencing_token,
+            requester_session,
+            until_ns,
+            table.clock.wall_ns(),
+        )
+        # A resend of ours lands the same (the condition allows our own request).
+        return await table.update(request, item.lease_id) is None
+
+    async def withdraw_handoff(
+        self, item_id: str, requester_session: str, until_ns: int | None = None
+    ) -> bool:
+        """Remove ``requester_session``'s handoff request from ``item_id`` (only the one
+        standing until ``until_ns`` if given): ``False`` if there was none such."""
+        request = handoff.withdraw_handoff(self._table.schema, item_id, requester_session, until_ns)
+        return await self._table.update(request, item_id) is None

@@ -8,6 +8,14 @@
   in wait periods, items per worker sampled every 50 ms (the chart), the handoff latency
   (an item released by one worker to its next holder) and the overlaps found by the
   history checker.
+- on_request: handoff on request (docs/balancing.md). "join": 8 workers balanced on 200
+  items, a 9th joins and finds nothing free, so it asks; "pinned": 40 items of which 16
+  are held by single leases (no session, so no share: never free to a worker), 3 workers
+  share the other 24 below their share of 40, and a 4th joins: it can get items only by
+  asking. Each phase is 4 rounds of a newcomer joining (counted) and leaving again (not
+  counted). Per phase: request to new holder latency (``HandoffCompleted.waited``), the
+  requests and answers, acquisition writes (and handoff writes) per obtained lease, and
+  the overlaps found by the history checker.
 """
 
 from __future__ import annotations
@@ -18,12 +26,23 @@ import time
 from collections import Counter
 from typing import Any
 
-from aiolease import Lease, LeaseRequest, Locker, LockStore, draining
+from aiolease import (
+    HandoffCompleted,
+    HandoffEvent,
+    HandoffRequested,
+    Lease,
+    LeaseEvent,
+    LeaseRequest,
+    Locker,
+    LockStore,
+    draining,
+)
 from aiolease.testing.history import Hold, check_exclusion
 
 from ._common import CountingClient, open_client, ratio, summary, table_name
 
 _FREE = "REMOVE #l"  # the start of a release's UpdateExpression
+_HANDOFF = ("SET #h = :r", "REMOVE #h, #hu")  # a handoff request, its withdrawal
 _SESSION = "aiolease-session:"
 
 
@@ -58,6 +77,7 @@ class _Pool:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.frozen: dict[str, _Frozen] = {}
         self.samples: list[tuple[float, dict[str, int]]] = []
+        self.events: list[tuple[str, float, HandoffEvent]] = []  # (worker, monotonic, event)
 
     def start(self, name: str) -> None:
         self.holding[name] = set()
@@ -67,6 +87,12 @@ class _Pool:
     async def _worker(self, name: str) -> None:
         store = LockStore(self.frozen[name], self.table)  # type: ignore[arg-type]
         locker = Locker(store, max_clock_skew=0.2)
+
+        def heard(event: LeaseEvent) -> None:
+            if isinstance(event, HandoffEvent):
+                self.events.append((name, time.monotonic(), event))
+
+        locker.add_listener(heard)
 
         async def work(lease: Lease) -> None:
             start = time.monotonic()
@@ -204,11 +230,123 @@ async def convergence(
     }
 
 
+class _Writes:
+    """Item-row writes by kind (acquisitions, handoff requests and withdrawals), from a
+    counting client; releases and session-row writes are left out."""
+
+    def __init__(self) -> None:
+        self.counts = Counter[str]()
+
+    def __call__(self, kwargs: dict[str, Any], ok: bool) -> None:
+        key = next(iter(kwargs["Key"].values()))["S"]
+        expression = kwargs["UpdateExpression"]
+        if key.startswith(_SESSION) or expression.startswith(_FREE):
+            return
+        kind = "handoff" if expression.startswith(_HANDOFF) else "acquire"
+        self.counts[f"{kind}_{'ok' if ok else 'failed'}"] += 1
+
+
+async def _handoff_phase(
+    pool: _Pool, writes: _Writes, free: int, limit: float, rounds: int
+) -> dict[str, Any]:
+    """``rounds`` times: a newcomer starts on the balanced pool (figures counted until
+    balanced again, then 3 quiet wait periods: answers and withdrawals land late), and is
+    stopped again (not counted) until the pool is balanced without it."""
+    counts, got, took, events = Counter[str](), 0, [], []
+    for n in range(rounds):
+        before, obtained, seen = Counter(writes.counts), pool.obtained, len(pool.events)
+        pool.start(f"joiner{n}")
+        took.append(await pool.until_balanced(free, limit))
+        await asyncio.sleep(3 * pool.wait)
+        counts += writes.counts - before
+        got += pool.obtained - obtained
+        events += pool.events[seen:]
+        await pool.stop(f"joiner{n}")
+        await pool.until_balanced(free, limit)
+        await asyncio.sleep(2 * pool.wait)
+    acquire = counts["acquire_ok"] + counts["acquire_failed"]
+    handoff = counts["handoff_ok"] + counts["handoff_failed"]
+    completed = [e for _, _, e in events if isinstance(e, HandoffCompleted)]
+    asked = {(e.lease_id, e.requester): t for _, t, e in events if isinstance(e, HandoffRequested)}
+    kinds = Counter(type(e).__name__ for _, _, e in events)
+    reasons = Counter(getattr(e, "reason", None) for _, _, e in events)
+    reasons.pop(None, None)
+    return {
+        "rounds": rounds,
+        "seconds_to_balanced": summary(took),
+        "wait_periods_to_balanced": max(took) / pool.wait,  # the slowest round
+        "obtained": got,
+        "obtained_by_request": len(completed),
+        "requests": kinds["HandoffRequested"],
+        "events": dict(kinds),
+        "withdrawn": dict(reasons),
+        "latency_s": summary(e.waited for e in completed),
+        # The same from the events' own times (the requester's emit to its take's emit).
+        "latency_events_s": summary(
+            t - asked[(e.lease_id, e.requester)]
+            for _, t, e in events
+            if isinstance(e, HandoffCompleted) and (e.lease_id, e.requester) in asked
+        ),
+        "acquire_writes": acquire,
+        "acquire_refused": counts["acquire_failed"],
+        "handoff_writes": handoff,
+        "handoff_refused": counts["handoff_failed"],
+        "writes_per_lease": ratio(acquire, got),
+        "all_writes_per_lease": ratio(acquire + handoff, got),
+    }
+
+
+async def on_request(endpoint_url: str, wait: float = 2.0, rounds: int = 4) -> dict[str, Any]:
+    """Handoff on request: a 9th worker joining 8 x 200, and a 4th joining 3 workers that
+    share 24 items (16 of the 40 pinned by single leases): request to new holder."""
+    duration = 6 * wait
+    result: dict[str, Any] = {"wait_period_s": wait, "session_duration_s": duration}
+    async with open_client(endpoint_url) as raw:
+        writes = _Writes()
+        client = CountingClient(raw, on_update=writes)
+        table = await _fresh(raw, "balance-ask", 200)
+        pool = _Pool(client, table, wait=wait, duration=duration)
+        for w in range(8):
+            pool.start(f"w{w}")
+        await pool.until_balanced(200, 30.0)
+        await asyncio.sleep(2 * wait)  # settled: no request standing from the start
+        result["join"] = {"workers": 8, "items": 200}
+        result["join"].update(await _handoff_phase(pool, writes, 200, 30.0, rounds))
+        for name in list(pool.tasks):
+            await pool.stop(name)
+        result["join"]["overlaps"] = len(check_exclusion(pool.holds))
+
+        table = await _fresh(raw, "balance-pinned", 40)
+        pinned = [f"item-{i:04d}" for i in range(16)]
+        outside = LockStore(raw, table)  # not counted: its renewals are no worker's
+        locker = Locker(outside, max_clock_skew=0.2)
+        async with contextlib.AsyncExitStack() as stack:
+            for item in pinned:
+                await stack.enter_async_context(
+                    locker.lease(LeaseRequest("outsider", duration), item)
+                )
+            pool = _Pool(client, table, wait=wait, duration=duration)
+            for w in range(3):
+                pool.start(f"p{w}")
+            await pool.until_balanced(24, 60.0)
+            await asyncio.sleep(2 * wait)
+            result["pinned"] = {"workers": 3, "items": 40, "pinned": len(pinned)}
+            result["pinned"].update(await _handoff_phase(pool, writes, 24, 60.0, rounds))
+            for name in list(pool.tasks):
+                await pool.stop(name)
+        result["pinned"]["overlaps"] = len(check_exclusion(pool.holds))
+    return result
+
+
 async def balancing(endpoint_url: str) -> dict[str, Any]:
     # A 2 s wait period: at 1 s, 9 workers scanning 200 rows saturate the moto server here
     # (one Python process on 2 shared cores), and the periods stretch.
     race_figures = await race(endpoint_url)
-    return {"race": race_figures, "convergence": await convergence(endpoint_url, wait=2.0)}
+    return {
+        "race": race_figures,
+        "convergence": await convergence(endpoint_url, wait=2.0),
+        "on_request": await on_request(endpoint_url, wait=2.0),
+    }
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
@@ -218,6 +356,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         return []
     r, c = found["race"], found["convergence"]
     periods = c["wait_periods"]
+    asks = found.get("on_request", {})
+    heartbeat = c["session_duration_s"] / 3
+    overlaps = (
+        r["overlaps"]
+        + c["overlaps"]
+        + sum(p["overlaps"] for p in asks.values() if isinstance(p, dict))
+    )
     return [
         (
             f"serve(): acquisition writes per obtained lease, {r['workers']} workers x "
@@ -257,12 +402,66 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             "-",
             "-",
         ),
+        *(
+            row
+            for phase in ("join", "pinned")
+            if phase in asks
+            for row in _ask_rows(phase, asks[phase], heartbeat)
+        ),
         (
             "serve(): overlaps found by the history checker",
-            str(r["overlaps"] + c["overlaps"]),
+            str(overlaps),
             "0",
             "-",
             "0",
-            "yes" if r["overlaps"] + c["overlaps"] == 0 else "NO",
+            "yes" if overlaps == 0 else "NO",
+        ),
+    ]
+
+
+def _ask_rows(
+    phase: str, p: dict[str, Any], heartbeat: float
+) -> list[tuple[str, str, str, str, str, str]]:
+    """The rows of one handoff-on-request phase."""
+    what = (
+        f"a 9th worker joins {p['workers']} x {p['items']}"
+        if phase == "join"
+        else f"a 4th worker joins {p['workers']} sharing {p['items'] - p['pinned']} of "
+        f"{p['items']} ({p['pinned']} pinned)"
+    )
+    lat = p["latency_s"]
+    if lat["count"]:
+        latency = (
+            f"{lat['median']:.2f} s ({lat['p99']:.2f} s), "
+            f"{lat['count']} of {p['requests']} requests"
+        )
+        met = "yes" if lat["median"] < heartbeat else "NO"
+    else:
+        latency, met = f"none completed, {p['requests']} requests", "-"
+    return [
+        (
+            f"serve(): handoff on request, {what}: request to new holder, median (p99)",
+            latency,
+            "-",
+            "-",
+            f"median < {heartbeat:g} s",
+            met,
+        ),
+        (
+            f"serve(): {what}: acquisition writes per obtained lease (with handoff writes)",
+            f"{p['writes_per_lease']:.3f} ({p['all_writes_per_lease']:.3f}), "
+            f"{p['obtained']} obtained, {p['obtained_by_request']} by request",
+            "-",
+            "-",
+            "<= 1.2",
+            "yes" if p["writes_per_lease"] <= 1.2 else "NO",
+        ),
+        (
+            f"serve(): {what}: max-min <= 1",
+            f"{p['wait_periods_to_balanced']:.1f} wait periods (slowest of {p['rounds']})",
+            "-",
+            "-",
+            "<= 3",
+            "yes" if p["wait_periods_to_balanced"] <= 3 else "NO",
         ),
     ]

@@ -19,7 +19,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aiolease"
 # The library's layers, lowest first; within a layer, a module imports only those before it.
 LAYERS: list[list[str]] = [
     # values, errors, logging, time; metrics and lifecycle events
-    ["_types", "_errors", "_log", "_clock", "_observe", "_metrics", "_listeners", "_events"],
+    [
+        "_types",
+        "_errors",
+        "_log",
+        "_clock",
+        "_observe",
+        "_metrics",
+        "_listeners",
+        "_events",
+        "_events_handoff",
+    ],
     ["_tasks"],  # the owner of background work
     # The wire: names, requests, parsing, error codes, the call engine.
     [
@@ -30,6 +40,7 @@ LAYERS: list[list[str]] = [
         "_wire.sessions",
         "_wire.pool",
         "_wire.rows",
+        "_wire.handoff",
         "_wire.calls",
     ],
     ["_stamps", "_table", "_layout"],  # one table: its reads; the table layouts
@@ -38,7 +49,7 @@ LAYERS: list[list[str]] = [
     ["_store", "_global"],  # LockStore
     ["_sessions_take", "_takeover"],  # judging sessions' items; the takeover rules
     # time and tasks: keeper, scopes, balancing, sessions, locker
-    ["_heartbeat", "_scope", "_balance", "_session", "_locker"],
+    ["_heartbeat", "_scope", "_shares", "_handoff", "_balance", "_session", "_locker"],
     [
         "",
         "testing._server",

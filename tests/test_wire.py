@@ -22,7 +22,7 @@ from aiolease import (
 )
 from aiolease._stamps import Stamps
 from aiolease._types import MAX_NS, SESSION_HELD_FLOOR, SessionRow
-from aiolease._wire import codes, requests, rows, sessions
+from aiolease._wire import codes, handoff, pool, requests, rows, sessions
 from aiolease._wire.calls import NO_DEADLINE_WAIT, Calls, Slots, deadline_first
 from aiolease._wire.schema import Schema
 
@@ -60,6 +60,10 @@ NEW = LeaseItem("a", None, 0, 0)
 def every_request() -> dict[str, dict[str, Any]]:
     add, _ = requests.add_item(S, "a", {"LeaseBucket": {"N": "3"}}, {"colour": {"S": "red"}})
     out = {
+        "request_handoff": handoff.request_handoff(S, "a", "w", 4, "sk", 9, 5),
+        "withdraw_handoff": handoff.withdraw_handoff(S, "a", "sk"),
+        "withdraw_handoff_as_read": handoff.withdraw_handoff(S, "a", "sk", 9),
+        "scan_pool": pool.scan_pool(S),
         "add_item": add,
         "release": requests.release(S, "a", "w", 4),
         "release_go_row": requests.release(S, "a", "w", 0),
@@ -140,8 +144,8 @@ def test_renewing_a_go_row_requires_it_to_have_no_token_or_a_zero() -> None:
 def test_acquire_raises_the_token_and_requires_the_row() -> None:
     request = requests.acquire(S, "a", "w", until_ns=5, duration=DURATION, cutoff_ns=9, expect=None)
     assert request["UpdateExpression"] == (
-        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d REMOVE #s"
-    ), "an acquisition outside a session drops any session key"
+        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #d = :d REMOVE #s, #h, #hu"
+    ), "an acquisition outside a session drops any session key and handoff request"
     assert request["ConditionExpression"] == (
         "attribute_exists(#k) AND (attribute_not_exists(#t) OR attribute_type(#t, :n)) AND "
         "(attribute_not_exists(#l) OR (attribute_type(#u, :n) AND #u < :cutoff))"
@@ -613,8 +617,9 @@ def test_acquiring_under_a_session_writes_its_held_value_and_the_key_no_duration
         session="sk",
     )
     assert request["UpdateExpression"] == (
-        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #s = :session REMOVE #d"
-    )
+        "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one, #s = :session "
+        "REMOVE #d, #h, #hu"
+    ), "an acquisition under a session drops any handoff request"
     values = request["ExpressionAttributeValues"]
     assert values[":u"] == {"N": str(SESSION_HELD)} and values[":session"] == {"S": "sk"}
     assert ":d" not in values

@@ -17,7 +17,19 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 
 from .._types import SESSION_HELD_FLOOR, LeaseItem
-from .schema import BUCKET, DURATION, KEY, LESSEE, SESSION, SESSION_UNTIL, TOKEN, UNTIL, Schema
+from .schema import (
+    BUCKET,
+    DURATION,
+    HANDOFF,
+    HANDOFF_UNTIL,
+    KEY,
+    LESSEE,
+    SESSION,
+    SESSION_UNTIL,
+    TOKEN,
+    UNTIL,
+    Schema,
+)
 
 __all__ = [
     "acquire",
@@ -92,7 +104,8 @@ def acquire(
     ``expect`` (a free row too), else only required to be a number. Under a ``session``
     (its row's key) the row gets the key and no duration (the session's row carries the
     expiry), and ``until_ns`` is the session-held value (SESSION_HELD_FLOOR + the
-    acquisition's stamp); else any session key is removed.
+    acquisition's stamp); else any session key is removed. Any handoff request is removed:
+    it was made to the previous tenure (docs/balancing.md).
     """
     values: dict[str, Any] = {}
     held: list[str] = []  # what makes a held row takeable, all of it required
@@ -124,17 +137,19 @@ def acquire(
     sets = "SET #l = :l, #u = :u, #t = if_not_exists(#t, :zero) + :one"
     values[":u"] = _n(until_ns)
     if session is None:
-        update = f"{sets}, #d = :d REMOVE #s"
+        update = f"{sets}, #d = :d REMOVE #s, #h, #hu"
         values[":d"] = duration
     else:
-        update = f"{sets}, #s = :session REMOVE #d"
+        update = f"{sets}, #s = :session REMOVE #d, #h, #hu"
         values[":session"] = {"S": session}
     return {
         "TableName": schema.table_name,
         "Key": schema.key(lease_id),
         "UpdateExpression": update,
         "ConditionExpression": f"attribute_exists(#k) AND {token} AND ({takeable})",
-        "ExpressionAttributeNames": schema.names(KEY, LESSEE, UNTIL, TOKEN, DURATION, SESSION),
+        "ExpressionAttributeNames": schema.names(
+            KEY, LESSEE, UNTIL, TOKEN, DURATION, SESSION, HANDOFF, HANDOFF_UNTIL
+        ),
         "ExpressionAttributeValues": values,
         "ReturnValues": "ALL_NEW",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",

@@ -17,6 +17,8 @@ TABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 KEY, LESSEE, UNTIL, TOKEN, DURATION, BUCKET = "#k", "#l", "#u", "#t", "#d", "#b"
 # Sessions: an item's session key (LeaseSession), a session row's real expiry (LeaseSessionUntil).
 SESSION, SESSION_UNTIL = "#s", "#su"
+# Handoff on request: the requester's session key on a held item, and until when it stands.
+HANDOFF, HANDOFF_UNTIL = "#h", "#hu"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class Schema:
     # on a session row, the session's real expiry (its presence marks a session row).
     session_attribute: str = "LeaseSession"
     session_until_attribute: str = "LeaseSessionUntil"
+    # Handoff on request (docs/balancing.md): on an item, the session asking its holder for
+    # it, and the wall-clock ns until which the request (and, once freed, the item's
+    # reservation for that session) stands.
+    handoff_attribute: str = "LeaseHandoff"
+    handoff_until_attribute: str = "LeaseHandoffUntil"
 
     def __post_init__(self) -> None:
         if not isinstance(self.table_name, str):
@@ -69,6 +76,8 @@ class Schema:
             "bucket_attribute": self.bucket_attribute,
             "session_attribute": self.session_attribute,
             "session_until_attribute": self.session_until_attribute,
+            "handoff_attribute": self.handoff_attribute,
+            "handoff_until_attribute": self.handoff_until_attribute,
         }
 
     @property
@@ -83,6 +92,8 @@ class Schema:
                 self.bucket_attribute,
                 self.session_attribute,
                 self.session_until_attribute,
+                self.handoff_attribute,
+                self.handoff_until_attribute,
             }
         )
 
@@ -97,6 +108,8 @@ class Schema:
             BUCKET: self.bucket_attribute,
             SESSION: self.session_attribute,
             SESSION_UNTIL: self.session_until_attribute,
+            HANDOFF: self.handoff_attribute,
+            HANDOFF_UNTIL: self.handoff_until_attribute,
         }
         return {p: every[p] for p in placeholders}
 

@@ -1,0 +1,541 @@
+"""Handoff on request in ``session.serve()`` (docs/balancing.md, "Handoff on request").
+
+The two writes without a server; then, on the moto server, that a request lands only on
+the tenure it names and never changes the lease, that acquisitions remove it, and
+workers asking, accepting, declining and withdrawing, with every hold through the
+history checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+import aiolease
+from aiolease import (
+    HandoffAccepted,
+    HandoffCompleted,
+    HandoffEvent,
+    HandoffRequested,
+    HandoffWithdrawn,
+    Lease,
+    LeaseEvent,
+    LeaseItem,
+    LeaseRequest,
+    Locker,
+    LockStore,
+)
+from aiolease._wire import handoff, requests
+from aiolease._wire.schema import Schema
+
+from .history import Hold, check_history
+
+S = Schema("leases")
+WAIT = 0.2  # every worker's wait period (seconds)
+DURATION = 2.0  # sessions' and single leases' duration
+SKEW = 0.2
+
+
+# -- the writes, pure --------------------------------------------------------------------------
+
+
+def test_a_request_is_pinned_to_the_holders_tenure_and_sets_only_the_request() -> None:
+    request = handoff.request_handoff(S, "a", "w", 7, "sk", 900, 500)
+    assert request["UpdateExpression"] == "SET #h = :r, #hu = :hu"
+    assert request["ConditionExpression"] == (
+        "#l = :holder AND #t = :token AND (attribute_not_exists(#h) OR #hu < :now OR #h = :r)"
+    )
+    assert request["ExpressionAttributeNames"] == {
+        "#l": "ProcessID",
+        "#t": "LeaseToken",
+        "#h": "LeaseHandoff",
+        "#hu": "LeaseHandoffUntil",
+    }
+    values = request["ExpressionAttributeValues"]
+    assert values[":token"] == {"N": "7"} and values[":holder"] == {"S": "w"}
+    assert values[":now"] == {"N": "500"} and values[":hu"] == {"N": "900"}
+
+
+def test_a_withdrawal_removes_only_that_requesters_request() -> None:
+    anyone = handoff.withdraw_handoff(S, "a", "sk")
+    assert anyone["UpdateExpression"] == "REMOVE #h, #hu"
+    assert anyone["ConditionExpression"] == "#h = :r"
+    as_read = handoff.withdraw_handoff(S, "a", "sk", 900)
+    assert as_read["ConditionExpression"] == "#h = :r AND #hu = :hu", "a fresh one removed"
+
+
+def test_acquisitions_remove_the_request_and_releases_keep_it() -> None:
+    for session in (None, "sk"):
+        take = requests.acquire(
+            S, "a", "w", until_ns=5, duration={}, cutoff_ns=None, expect=None, session=session
+        )
+        assert take["UpdateExpression"].endswith(", #h, #hu"), take["UpdateExpression"]
+    assert "#h" not in requests.release(S, "a", "w", 4)["UpdateExpression"]
+
+
+def test_the_request_is_bookkeeping_never_a_user_attribute() -> None:
+    assert {"LeaseHandoff", "LeaseHandoffUntil"} <= S.bookkeeping
+    with pytest.raises(ValueError, match="bookkeeping"):
+        requests.user_attributes(S, {"LeaseHandoff": "x"})
+    row = {"LeaseID": {"S": "a"}, "LeaseHandoff": {"S": "sk"}, "LeaseHandoffUntil": {"N": "9"}}
+    assert handoff.parse(S, row) == handoff.Handoff("sk", 9)
+    assert handoff.parse(S, {"LeaseID": {"S": "a"}, "LeaseHandoff": {"S": "sk"}}) is None
+
+
+# -- the writes on the server ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def plain(client: Any, table_name: str) -> AsyncIterator[LockStore]:
+    store = LockStore(client, table_name)
+    await store.create_table()
+    yield store
+    await store.aclose()
+
+
+async def raw_row(client: Any, table: str, item_id: str) -> dict[str, Any]:
+    answer = await client.get_item(
+        TableName=table, Key={"LeaseID": {"S": item_id}}, ConsistentRead=True
+    )
+    return dict(answer["Item"])
+
+
+def snapshot(lease: Lease) -> LeaseItem:
+    return LeaseItem(lease.lease_id, lease.lessee_id, lease.until_ns, lease.fencing_token)
+
+
+async def test_a_request_lands_only_on_the_tenure_read_and_leaves_the_lease_alone(
+    client: Any, table_name: str, plain: LockStore
+) -> None:
+    await plain.add_item("a", {"colour": "red"})
+    lease = await plain.lease("a", LeaseRequest("holder", DURATION))
+    before = await raw_row(client, table_name, "a")
+    later = time.time_ns() + 10**9
+    stale = LeaseItem("a", "holder", lease.until_ns, lease.fencing_token - 1)
+    assert not await plain.request_handoff(stale, "sk-1", later), "landed on another tenure"
+    assert await plain.request_handoff(snapshot(lease), "sk-1", later)
+    assert await plain.request_handoff(snapshot(lease), "sk-1", later), "a resend refused"
+    assert not await plain.request_handoff(snapshot(lease), "sk-2", later), "raced a request"
+    after = await raw_row(client, table_name, "a")
+    assert after.pop("LeaseHandoff") == {"S": "sk-1"}
+    assert after.pop("LeaseHandoffUntil") == {"N": str(later)}
+    assert after == before, "the request changed the lease's own attributes"
+    item = await plain.get_item("a")
+    assert item is not None and item.attributes == {"colour": "red"}
+    # The holder's renewal and release are not disturbed; the release keeps the request.
+    lease = await plain.renew(lease)
+    assert await plain.release(lease)
+    assert (await raw_row(client, table_name, "a"))["LeaseHandoff"] == {"S": "sk-1"}
+    # The next acquisition (a new tenure) removes it.
+    taken = await plain.lease("a", LeaseRequest("requester", DURATION))
+    assert taken.fencing_token == lease.fencing_token + 1
+    assert taken.attributes == {"colour": "red"}
+    row = await raw_row(client, table_name, "a")
+    assert "LeaseHandoff" not in row and "LeaseHandoffUntil" not in row
+
+
+async def test_an_expired_request_can_be_replaced_and_a_withdrawal_is_the_requesters(
+    client: Any, table_name: str, plain: LockStore
+) -> None:
+    await plain.add_item("a")
+    lease = await plain.lease("a", LeaseRequest("holder", DURATION))
+    assert await plain.request_handoff(snapshot(lease), "sk-1", time.time_ns() - 1)
+    assert await plain.request_handoff(snapshot(lease), "sk-2", time.time_ns() + 10**9)
+    assert not await plain.withdraw_handoff("a", "sk-1"), "withdrew another's request"
+    assert await plain.withdraw_handoff("a", "sk-2")
+    assert "LeaseHandoff" not in await raw_row(client, table_name, "a")
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+class Workers:
+    """Serving workers on one table, their holds (for the checker) and every handoff event."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.holding: dict[str, set[str]] = {}
+        self.holds: list[Hold] = []
+        self.drained: list[str] = []
+        self.taken_at: dict[str, int] = {}  # item -> wall-clock ns its latest work started
+        self.tokens: dict[str, list[tuple[str, int]]] = {}  # item -> (worker, token) taken
+        self.events: list[tuple[str, LeaseEvent]] = []
+        self.changed = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.sessions: dict[str, str] = {}  # worker -> its session's key
+        self.stores: list[LockStore] = []
+
+    def start(self, name: str, *, client: Any = None, **serve: Any) -> None:
+        self.holding[name] = set()
+        self.tasks[name] = asyncio.create_task(self._worker(name, client or self.client, serve))
+
+    async def stop(self, name: str) -> None:
+        task = self.tasks.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _heard(self, name: str) -> Callable[[LeaseEvent], None]:
+        def listener(event: LeaseEvent) -> None:
+            if isinstance(event, HandoffEvent):
+                self.events.append((name, event))
+                self.changed.set()
+
+        return listener
+
+    async def _worker(self, name: str, client: Any, serve: dict[str, Any]) -> None:
+        store = LockStore(client, self.table_name)
+        self.stores.append(store)
+        locker = Locker(store, max_clock_skew=SKEW)
+        locker.add_listener(self._heard(name))
+        obey = serve.pop("obey_drain", True)
+
+        async def work(lease: Lease) -> None:
+            start = time.monotonic()
+            self.taken_at[lease.lease_id] = time.time_ns()
+            self.holding[name].add(lease.lease_id)
+            self.tokens.setdefault(lease.lease_id, []).append((name, lease.fencing_token))
+            self.changed.set()
+            try:
+                await aiolease.draining().wait()
+                self.drained.append(lease.lease_id)
+                if not obey:
+                    await asyncio.Event().wait()
+            finally:
+                self.holding[name].discard(lease.lease_id)
+                self.holds.append(
+                    Hold(lease.lease_id, name, lease.fencing_token, start, time.monotonic())
+                )
+                self.changed.set()
+
+        async with locker.session(LeaseRequest(name, DURATION)) as session:
+            self.sessions[name] = session.session_id
+            await session.serve(work, wait_period=serve.pop("wait_period", WAIT), **serve)
+
+    def heard(self, kind: type[HandoffEvent], worker: str | None = None) -> list[Any]:
+        return [e for w, e in self.events if isinstance(e, kind) and worker in (None, w)]
+
+    async def until(self, condition: Callable[[], bool], within: float, what: str) -> None:
+        """Wait for ``condition``, woken by every change of holdings and every event."""
+        async with asyncio.timeout(within):
+            while not condition():
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    # Also look every 50 ms: conditions may read the table's state.
+                    await asyncio.wait_for(self.changed.wait(), 0.05)
+
+    async def aclose(self) -> None:
+        for name in list(self.tasks):
+            await self.stop(name)
+        for store in self.stores:
+            await store.aclose()
+        report = check_history(self.holds)
+        assert report.holds == len(self.holds), report
+
+
+@pytest.fixture
+async def workers(
+    client: Any, table_name: str, plain: LockStore
+) -> AsyncIterator[tuple[Workers, LockStore]]:
+    w = Workers(client, table_name)
+    yield w, plain
+    await w.aclose()
+
+
+@contextlib.asynccontextmanager
+async def outside_holder(store: LockStore, items: list[str]) -> AsyncIterator[None]:
+    """Single leases (no session, so no share) held on ``items`` while inside."""
+    locker = Locker(store, max_clock_skew=SKEW)
+    async with contextlib.AsyncExitStack() as stack:
+        for item in items:
+            await stack.enter_async_context(locker.lease(LeaseRequest("outsider", DURATION), item))
+        yield
+
+
+async def test_a_worker_below_its_share_asks_and_the_holder_hands_one_item_over(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    # 5 items, 2 held by single leases: A and B share 3. A (alone first) holds all 3 and
+    # stays within its share of 3 (it never drains by itself); B (share 2) finds nothing
+    # free and asks: A holds more than B's count + 1, so it hands one over.
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    async with outside_holder(store, ids[:2]):
+        w.start("a")
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        w.start("b")
+        await w.until(
+            lambda: w.heard(HandoffCompleted) and len(w.holding["b"]) == 1, 5.0, "the handoff"
+        )
+        [requested] = w.heard(HandoffRequested, "b")
+        [accepted] = w.heard(HandoffAccepted, "a")
+        [completed] = w.heard(HandoffCompleted, "b")
+        item = requested.lease_id
+        assert accepted.lease_id == completed.lease_id == item
+        assert requested.requester == accepted.requester == completed.requester == w.sessions["b"]
+        assert requested.holder == "a"
+        assert item in w.drained, "the holder's work never saw draining() set"
+        assert w.holding == {"a": set(ids[2:]) - {item}, "b": {item}}
+        [(first, old), (second, new)] = w.tokens[item]
+        assert (first, second) == ("a", "b") and new > old, w.tokens[item]
+        assert completed.token == new and 0 <= completed.waited < 3.0
+        order = [type(e) for _, e in w.events]
+        assert order.index(HandoffRequested) < order.index(HandoffAccepted)
+        assert order.index(HandoffAccepted) < order.index(HandoffCompleted)
+        # And it stays so: 2 and 1 are as even as these 3 items get; nobody asks again.
+        await asyncio.sleep(4 * WAIT)
+        assert len(w.heard(HandoffRequested)) == 1, w.events
+        assert sorted(len(h) for h in w.holding.values()) == [1, 2]
+        row = await raw_row(w.client, w.table_name, item)
+        assert "LeaseHandoff" not in row, "the take left the request behind"
+
+
+async def test_a_dead_requesters_request_is_withdrawn_by_the_holder(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    w, store = workers
+    ids = ["item-0", "item-1"]
+    for item in ids:
+        await store.add_item(item)
+    # A requester that dies without withdrawing: its session ended (before a starts, so
+    # that a never counts it as a member).
+    locker = Locker(store, max_clock_skew=SKEW)
+    async with locker.session(LeaseRequest("requester", DURATION)) as session:
+        dead = session.session_id
+    w.start("a")
+    await w.until(lambda: len(w.holding["a"]) == 2, 3.0, "a holds both")
+    target = await store.get_item("item-0")
+    assert target is not None
+    assert await store.request_handoff(target, dead, time.time_ns() + 10**10)
+    await w.until(lambda: bool(w.heard(HandoffWithdrawn, "a")), 3.0, "the withdrawal")
+    [withdrawn] = w.heard(HandoffWithdrawn, "a")
+    assert (withdrawn.lease_id, withdrawn.reason, withdrawn.requester) == (
+        "item-0",
+        "dead requester",
+        dead,
+    )
+    assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, "item-0")
+    assert w.holding["a"] == set(ids), "a dead requester's request moved an item"
+    assert not w.heard(HandoffAccepted)
+
+
+async def test_a_holder_not_above_its_share_declines(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    # 2 items, members a and an idle live session: a's share is 1 and it holds 1.
+    w, store = workers
+    for item in ("item-0", "item-1"):
+        await store.add_item(item)
+    locker = Locker(store, max_clock_skew=SKEW)
+    async with locker.session(LeaseRequest("idle", DURATION)) as idle:
+        w.start("a")
+        await w.until(lambda: len(w.holding["a"]) == 1, 3.0, "a holds its share")
+        [held] = w.holding["a"]
+        item = await store.get_item(held)
+        assert item is not None
+        assert await store.request_handoff(item, idle.session_id, time.time_ns() + 10**10)
+        await w.until(lambda: bool(w.heard(HandoffWithdrawn, "a")), 3.0, "the answer")
+        [declined] = w.heard(HandoffWithdrawn, "a")
+        assert (declined.lease_id, declined.reason) == (held, "declined")
+        assert w.holding["a"] == {held} and not w.drained
+        assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, held)
+
+
+async def test_a_free_item_reserved_for_a_live_session_waits_and_a_dead_ones_does_not(
+    workers: tuple[Workers, LockStore], client: Any, table_name: str
+) -> None:
+    w, store = workers
+    for item in ("reserved", "orphaned", "held"):
+        await store.add_item(item)
+    locker = Locker(store, max_clock_skew=SKEW)
+
+    async def reserve(item: str, session: str, until_ns: int) -> None:
+        await client.update_item(
+            TableName=table_name,
+            Key={"LeaseID": {"S": item}},
+            UpdateExpression="SET #h = :r, #hu = :hu",
+            ExpressionAttributeNames={"#h": "LeaseHandoff", "#hu": "LeaseHandoffUntil"},
+            ExpressionAttributeValues={":r": {"S": session}, ":hu": {"N": str(until_ns)}},
+        )
+
+    async with locker.session(LeaseRequest("ended", DURATION)) as ended:
+        pass
+    await reserve("orphaned", ended.session_id, time.time_ns() + 10**10)
+    async with (
+        outside_holder(store, ["held"]),
+        locker.session(LeaseRequest("zidle", DURATION)) as idle,
+    ):
+        # Members "a" and "zidle", 3 items: a's share is 2 (it is first by ID), but one
+        # item is held by a single lease and one is reserved for the live idle session.
+        await reserve("reserved", idle.session_id, time.time_ns() + 10**10)
+        w.start("a")
+        await w.until(lambda: "orphaned" in w.holding["a"], 3.0, "the dead one's item")
+        await asyncio.sleep(3 * WAIT)
+        assert w.holding["a"] == {"orphaned"}, "took an item reserved for a live session"
+    # The idle session ended: its reservation no longer holds anyone back.
+    await w.until(lambda: "reserved" in w.holding["a"], 3.0, "the item once unreserved")
+
+
+async def test_a_stopping_requester_withdraws_what_it_asked_for(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    # As in the handoff test, but the holder's work ignores the drain (long grace): the
+    # request stands while b stops, and b withdraws it.
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    async with outside_holder(store, ids[:2]):
+        w.start("a", obey_drain=False, drain_grace=1.5)
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        w.start("b")
+        await w.until(lambda: bool(w.heard(HandoffAccepted, "a")), 5.0, "the acceptance")
+        [accepted] = w.heard(HandoffAccepted, "a")
+        await w.stop("b")
+        [withdrawn] = w.heard(HandoffWithdrawn, "b")
+        assert (withdrawn.lease_id, withdrawn.reason) == (accepted.lease_id, "stopped")
+        assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, accepted.lease_id)
+        assert not w.heard(HandoffCompleted)
+
+
+class Frozen:
+    """A client whose calls hang once ``frozen`` is set (a killed process, to the table)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.frozen = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if name not in {"update_item", "scan", "get_item", "query"}:
+            return call
+
+        async def maybe_hang(**kwargs: Any) -> Any:
+            if self.frozen:
+                await asyncio.Event().wait()
+            return await call(**kwargs)
+
+        return maybe_hang
+
+
+async def test_an_item_freed_for_a_requester_that_died_is_taken_once_its_session_expired(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    # b asks and dies at once (no withdrawal): a hands the item over all the same (b is
+    # live when a answers), and the freed item waits for b only until b's session expired.
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    frozen = Frozen(w.client)
+    async with outside_holder(store, ids[:2]):
+        w.start("a")
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        # b's long drain grace makes its request stand for longer than its session lives.
+        w.start("b", client=frozen, drain_grace=3.0)
+        await w.until(lambda: bool(w.heard(HandoffRequested, "b")), 5.0, "the request")
+        frozen.frozen = True
+        [requested] = w.heard(HandoffRequested, "b")
+        item = requested.lease_id
+        await w.until(lambda: item not in w.holding["a"], 3.0, "a hands it over")
+        [dead] = [r for r in await store.list_sessions() if r.session_id == w.sessions["b"]]
+        await w.until(lambda: item in w.holding["a"], DURATION + 3.0, "a takes it back")
+        assert w.taken_at[item] > dead.until_ns + int(SKEW * 1e9), "taken while reserved"
+        reserved_until = int(requested.until.timestamp() * 1e9)
+        assert w.taken_at[item] < reserved_until, "the reservation held for a dead session"
+        assert not w.holding["b"] and not w.heard(HandoffCompleted)
+        task = w.tasks.pop("b")
+        task.cancel()
+        with contextlib.suppress(
+            asyncio.CancelledError, aiolease.LeaseLostError, BaseExceptionGroup
+        ):
+            await task
+
+
+class LandsThenHangs:
+    """A client whose handoff requests land but are never answered."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.landed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if name != "update_item":
+            return call
+
+        async def update_item(**kwargs: Any) -> Any:
+            answer = await call(**kwargs)
+            if kwargs.get("UpdateExpression") == "SET #h = :r, #hu = :hu":
+                self.landed.set()
+                await asyncio.Event().wait()
+            return answer
+
+        return update_item
+
+
+async def test_a_request_whose_answer_was_lost_is_withdrawn_when_serve_is_cancelled(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    hanging = LandsThenHangs(w.client)
+    async with outside_holder(store, ids[:2]):
+        w.start("a", obey_drain=False, drain_grace=1.5)
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        w.start("b", client=hanging)
+        async with asyncio.timeout(5):
+            await hanging.landed.wait()
+        await w.stop("b")  # cancelled in the middle of the request's call
+        [withdrawn] = w.heard(HandoffWithdrawn, "b")
+        assert withdrawn.reason == "stopped"
+        assert not w.heard(HandoffRequested, "b"), "announced a request never answered"
+        row = await raw_row(w.client, w.table_name, withdrawn.lease_id)
+        assert "LeaseHandoff" not in row, "the cancelled request was left behind"
+
+
+async def test_a_requester_that_reaches_its_share_otherwise_withdraws_its_request(
+    workers: tuple[Workers, LockStore], client: Any, table_name: str
+) -> None:
+    # b (capped at 1) asks a; before a's slow drain is over, a single lease's item comes
+    # free for b (reserved for it by hand, so that a leaves it alone): b's share is
+    # reached, so its request goes, and the item a drains is claimed by nobody.
+    w, store = workers
+    ids = [f"item-{n}" for n in range(5)]
+    for item in ids:
+        await store.add_item(item)
+    async with contextlib.AsyncExitStack() as outside:
+        await outside.enter_async_context(outside_holder(store, ids[:2]))
+        w.start("a", obey_drain=False, drain_grace=1.5)
+        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
+        w.start("b", max_leases=1)
+        await w.until(lambda: bool(w.heard(HandoffAccepted, "a")), 5.0, "the acceptance")
+        await client.update_item(
+            TableName=table_name,
+            Key={"LeaseID": {"S": "item-0"}},
+            UpdateExpression="SET #h = :r, #hu = :hu",
+            ExpressionAttributeNames={"#h": "LeaseHandoff", "#hu": "LeaseHandoffUntil"},
+            ExpressionAttributeValues={
+                ":r": {"S": w.sessions["b"]},
+                ":hu": {"N": str(time.time_ns() + 3 * 10**9)},
+            },
+        )
+    # The single leases are released: b takes one, reaching its share.
+    await w.until(lambda: bool(w.heard(HandoffWithdrawn, "b")), 3.0, "the withdrawal")
+    [accepted] = w.heard(HandoffAccepted, "a")
+    [withdrawn] = w.heard(HandoffWithdrawn, "b")
+    assert (withdrawn.lease_id, withdrawn.reason) == (accepted.lease_id, "fulfilled elsewhere")
+    await w.until(lambda: len(w.holding["b"]) == 1, 3.0, "b holds its one item")
+    assert accepted.lease_id not in w.holding["b"]
+    assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, withdrawn.lease_id)
+    assert not w.heard(HandoffCompleted)

@@ -131,3 +131,32 @@ async def test_a_request_read_as_none_does_not_block_every_later_request(
         assert await store.request_handoff(item, "sk-1", later), "blocked by a non-request"
     finally:
         await store.aclose()
+
+
+async def test_a_requester_short_by_fewer_than_it_asked_for_withdraws_the_surplus() -> None:
+    # 12 items, 4 members, shares 3 each. sc held 1 and asked sa and sb (4 each, above
+    # their share) for one each; sd held 2; one item was free. sc took the free item (sd
+    # lost the race): sc is now short by one with two requests out. Both holders are above
+    # their share, so both accept (left > target, whatever the requester's count): sc ends
+    # with 4, one above its share, to drain it again, while sd stays short (its own view
+    # counts sa and sb at 3 once the requests are subtracted, so it asks nobody).
+    # ask() withdraws only once held reaches the target; with room < 0 it does nothing.
+    items = [held(f"a{n}", "sa") for n in range(4)]
+    items += [held(f"b{n}", "sb") for n in range(4)]
+    items += [held("c0", "sc"), held("c1", "sc"), held("d0", "sd"), held("d1", "sd")]
+    until = time.time_ns() + 10**10
+    requests = {"a0": Handoff("sc", until), "b0": Handoff("sc", until)}
+    pool = Pool(items, ["sa", "sb", "sc", "sd"], requests)
+    # Both holders accept from this very read.
+    for holder in ("sa", "sb"):
+        answering = Handoffs(stand_in(holder, Recorder()), 0.2, 0.5)
+        mine = [i.lease_id for i in items if i.session == holder]
+        assert await answering.answer(pool, mine, target=3) == [f"{holder[1]}0"]
+    store = Recorder()
+    handoffs = Handoffs(stand_in("sc", store), 0.2, 0.5)
+    loop_time = asyncio.get_running_loop().time()
+    handoffs.asked["a0"] = _Ask("sa", 1, until, loop_time)
+    handoffs.asked["b0"] = _Ask("sb", 1, until, loop_time)
+    await handoffs.ask(pool, target=3, held=2, planned={}, taking={"c0", "c1"})
+    assert len(store.withdrawn) == 1, f"surplus requests left standing: {store.withdrawn}"
+    assert len(handoffs.asked) == 1

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import aiolease
+import aiolease._handoff
 from aiolease import (
     HandoffAccepted,
     HandoffCompleted,
@@ -603,3 +604,18 @@ async def test_a_malformed_request_blocks_no_request(
         assert "a" not in standing
         assert await plain.request_handoff(snapshot(lease), "sk-1", later), values
         assert await plain.withdraw_handoff("a", "sk-1")
+
+
+async def test_a_requester_offers_no_item_under_a_dead_requesters_unexpired_request() -> None:
+    # The write's condition refuses it until the holder withdraws that request: asking for
+    # it would only repeat a refused write every look.
+    from .test_handoff_review import Recorder, held, stand_in
+
+    items = [held(f"a{n}", "sa") for n in range(4)]
+    until = time.time_ns() + 10**10
+    dead = {f"a{n}": handoff.Handoff("sd-dead", until) for n in range(3)}
+    store = Recorder()
+    handoffs = aiolease._handoff.Handoffs(stand_in("sc", store), 0.2, 0.5)
+    pool = aiolease._handoff.Pool(items, ["sa", "sc"], dead)
+    await handoffs.ask(pool, target=2, held=0, planned={}, taking=())
+    assert store.requested == [("a3", "sa")]

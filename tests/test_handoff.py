@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import aiolease
+import aiolease._clock
 import aiolease._handoff
 from aiolease import (
     HandoffAccepted,
@@ -619,3 +620,56 @@ async def test_a_requester_offers_no_item_under_a_dead_requesters_unexpired_requ
     pool = aiolease._handoff.Pool(items, ["sa", "sc"], dead)
     await handoffs.ask(pool, target=2, held=0, planned={}, taking=())
     assert store.requested == [("a3", "sa")]
+
+
+async def test_a_withdrawal_cancelled_mid_write_keeps_the_request_noted() -> None:
+    # Forgotten only once the write returned: the stop's withdrawal then tries it again.
+    from .test_handoff_review import Recorder, stand_in
+
+    class Hangs(Recorder):
+        async def withdraw_handoff(
+            self, item_id: str, requester: str, until_ns: Any = None
+        ) -> bool:
+            self.withdrawn.append(item_id)
+            await asyncio.Event().wait()
+            return True
+
+    store = Hangs()
+    handoffs = aiolease._handoff.Handoffs(stand_in("sc", store), 0.2, 0.5)
+    now = asyncio.get_running_loop().time()
+    handoffs.asked["x"] = aiolease._handoff._Ask("sa", 1, time.time_ns() + 10**10, now)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(handoffs.withdraw_all("fulfilled elsewhere"), 0.05)
+    assert store.withdrawn == ["x"] and "x" in handoffs.asked, "forgotten before its write"
+
+
+def test_handoff_event_fields_are_built_only_when_someone_listens() -> None:
+    from aiolease._events import Events
+
+    def refuse() -> dict[str, Any]:
+        raise AssertionError("event fields built with nobody listening")
+
+    hub = Events("t", aiolease._clock.SystemClock())
+    hub.emit_item(HandoffRequested, "x", "w", 1, refuse)
+
+
+async def test_the_withdrawal_cancelled_once_the_session_is_lost_is_awaited() -> None:
+    # Nothing of serve() may outlive it: _shielded waits for the task it cancels.
+    from aiolease._balance import _shielded
+
+    finished = asyncio.Event()
+
+    async def withdrawal() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.01)  # its cleanup takes a moment
+            finished.set()
+
+    task = asyncio.ensure_future(withdrawal())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(_shielded(task, lambda: True))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await waiter
+    assert finished.is_set() and task.done(), "the cancelled withdrawal outlived _shielded"

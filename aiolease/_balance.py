@@ -6,7 +6,7 @@ rows), computes this worker's share (the items divided by the live sessions, the
 it: below its share it takes free, expired and dead sessions' items, preferring those a
 deterministic plan gives it (so that workers racing over a fresh pool seldom collide);
 above its share it drains and releases the extra items for the others to take. Still
-short once nothing free is left, it asks the most loaded member for an item by a handoff
+short once nothing free is left, it asks a member above its share for an item by a handoff
 request, and it answers the requests on its own items from the same read (``_handoff``).
 It never takes a live lease: only what the takeover rule finds takeable, by one
 conditional write.
@@ -15,6 +15,7 @@ conditional write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import random
@@ -77,7 +78,7 @@ async def serve(
     cancelled after ``drain_grace`` (default: a third of the session's duration).
     Cancelling ``serve()`` drains and releases every item before the cancellation
     propagates. Only free, expired and dead sessions' items are taken, never live ones;
-    short of its share with nothing free, it asks the most loaded worker for an item (a
+    short of its share with nothing free, it asks a worker above its share for an item (a
     handoff request, answered by that worker's next look).
     """
     await Balancer(
@@ -230,14 +231,29 @@ class Balancer:
                 -preference(me, i.lease_id),
             )
         )
-        for item in candidates[: target - len(held)]:
+        # Our requests still out count against the room: each may bring an item (those
+        # already freed for us are among the candidates, first, and not counted twice).
+        # An item freed for us is always taken; a surplus request is withdrawn below.
+        wanted = target - len(held)
+        handed = sum(1 for i in candidates if self._handoffs.reserved_for_me(view, i.lease_id))
+        out = sum(1 for i in self._handoffs.asked if not self._reserved_free(view, i, candidates))
+        room = max(min(handed, wanted), wanted - out)
+        for item in candidates[:room]:
             slot = _Slot(item.lease_id)
             self._slots[item.lease_id] = slot
             slot.task = tg.create_task(self._hold(slot), name=f"aiolease-serve:{item.lease_id}")
-        short = len(candidates) < target - len(held)
-        # Still short once the free items are taken: ask the most loaded for the rest.
+        short = len(candidates) < wanted
+        # Still short once the free items are taken: ask those above their share for the
+        # rest (or withdraw the requests that more held than needed made surplus).
         await self._handoffs.ask(view, target, len(self.held), planned, self._slots)
         return short or bool(self._handoffs.asked)
+
+    def _reserved_free(self, view: View, item_id: str, candidates: list[LeaseItem]) -> bool:
+        """Whether our request on ``item_id`` has been answered with a free item we can
+        take now (among ``candidates``)."""
+        return self._handoffs.reserved_for_me(view, item_id) and any(
+            c.lease_id == item_id for c in candidates
+        )
 
     def _takeable(self, item: LeaseItem, live: set[str]) -> bool:
         """Whether the takeover rule may let us take ``item`` (only a hint: the write decides)."""
@@ -339,7 +355,11 @@ async def _shielded(task: asyncio.Future[None], give_up: Callable[[], bool]) -> 
             await asyncio.shield(task)
         except asyncio.CancelledError:
             if give_up():
+                # Pointless now, but nothing may outlive serve(): the withdrawal answers
+                # its cancellation at once (bounded all the same).
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([task], timeout=WITHDRAW_TIMEOUT)
                 return
             # Otherwise the cancellation being handled already propagates after this.
         except Exception:

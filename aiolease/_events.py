@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -341,10 +341,16 @@ class Events:
             self._send(self._build(kind, lease, **fields))
 
     def emit_item(
-        self, kind: type[_E], lease_id: str, lessee_id: str, token: int, /, **fields: Any
+        self,
+        kind: type[_E],
+        lease_id: str,
+        lessee_id: str,
+        token: int,
+        fields: Callable[[], Mapping[str, Any]],
+        /,
     ) -> None:
         """Send a ``kind`` event about an item this locker may not hold (the handoff
-        events), if anyone listens."""
+        events), if anyone listens: only then is ``fields()`` called for its own values."""
         if self._listeners or self._streams:
             event = kind(
                 time=ns_to_datetime(self.clock.wall_ns()),
@@ -352,7 +358,7 @@ class Events:
                 lease_id=lease_id,
                 lessee_id=lessee_id,
                 token=token,
-                **fields,
+                **fields(),
             )
             self._send(event)
 

@@ -1,20 +1,22 @@
 """Handoff on request in ``session.serve()`` (docs/balancing.md, "Handoff on request").
 
 Both sides work from the balancer's one pool read per period, so a request costs no read
-of its own: a worker below its share, once nothing free is left to take, asks the most
-loaded member for one item (a conditional write on that item, pinned to the holder's
-tenure, never touching the lease); the holder, at its next look, accepts (drains the item,
-whose release then leaves it reserved for the requester), or withdraws a request whose
-requester is dead, that expired, or that it declines (not above its share). Exclusion
-never rests on any of this: every take is the usual conditional acquisition.
+of its own: a worker below its share, once nothing free is left to take, asks the members
+above their own fair share, the most above first, for one item each (a conditional write
+on that item, pinned to the holder's tenure, never touching the lease); the holder, at its
+next look, accepts only while above its share (drains the item, whose release then leaves
+it reserved for the requester), else withdraws the request: declined, or its requester
+dead, or expired. Exclusion never rests on any of this: every take is the usual
+conditional acquisition.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ._errors import LeaseError
@@ -84,9 +86,16 @@ class Handoffs:
     def _me(self) -> str:
         return self._session.session_id
 
-    def _emit(self, kind: type[HandoffEvent], item_id: str, token: int, **fields: object) -> None:
+    def _emit(
+        self,
+        kind: type[HandoffEvent],
+        item_id: str,
+        token: int,
+        fields: Callable[[], Mapping[str, object]],
+    ) -> None:
+        # ``fields`` is called only if anyone listens: no event values built otherwise.
         self._session._keeper.events.emit_item(
-            kind, item_id, self._session.lessee_id, token, **fields
+            kind, item_id, self._session.lessee_id, token, fields
         )
 
     # -- takers -------------------------------------------------------------------------
@@ -112,27 +121,23 @@ class Handoffs:
         """We took ``lease``'s item: if we had asked for it, the handoff is complete."""
         ask = self.asked.pop(lease.lease_id, None)
         if ask is not None:
-            waited = asyncio.get_running_loop().time() - ask.since
+            since, me = ask.since, self._me
             self._emit(
                 HandoffCompleted,
                 lease.lease_id,
                 lease.fencing_token,
-                requester=self._me,
-                waited=waited,
+                lambda: {"requester": me, "waited": asyncio.get_running_loop().time() - since},
             )
 
     # -- the holder's side --------------------------------------------------------------
 
     async def answer(self, pool: Pool, mine: Iterable[str], target: int) -> list[str]:
         """Answer the requests on the items we hold (``mine``, not draining): the IDs of
-        those accepted (to drain first); the others' requests are withdrawn."""
+        those accepted (to drain first), only while we hold more than ``target`` (our
+        share); the others' requests are withdrawn (a holder at its share declines)."""
         me = self._me
         now = self._session._store.clock.wall_ns()
         live = set(pool.live) | {me}
-        # What each requester holds or has coming (its standing requests, this one too):
-        # a requester that asked several holders at once must not get more than its due.
-        counts = _counts(pool)
-        counts.update(h.requester for h in pool.standing(now, live).values())
         by_id = {i.lease_id: i for i in pool.items}
         held = list(mine)
         left = len(held)
@@ -146,12 +151,18 @@ class Handoffs:
                 reason = "dead requester"
             elif h.until_ns < now:
                 reason = "expired"
-            elif left > target or left > counts[h.requester]:
-                # Above our share, or still holding at least as many as the requester
-                # will once this item is its.
+            elif left > target:
+                # Above our share: this item is one of our extras, and it goes to the one
+                # who asked. At our share we decline (handing it over would leave us
+                # short, to take an item from someone else in turn).
                 accepted.append(item_id)
                 left -= 1
-                self._emit(HandoffAccepted, item_id, item.fencing_token, requester=h.requester)
+                self._emit(
+                    HandoffAccepted,
+                    item_id,
+                    item.fencing_token,
+                    partial(dict, requester=h.requester),
+                )
                 get_logger().info(
                     "handing %r over to %s", item_id, h.requester, extra={"lease_id": item_id}
                 )
@@ -159,13 +170,10 @@ class Handoffs:
             else:
                 reason = "declined"
             if await self._withdraw(item_id, h.requester, h.until_ns):
-                self._emit(
-                    HandoffWithdrawn,
-                    item_id,
-                    item.fencing_token,
-                    requester=h.requester,
-                    reason=reason,
+                fields: Callable[[], Mapping[str, object]] = partial(
+                    dict, requester=h.requester, reason=reason
                 )
+                self._emit(HandoffWithdrawn, item_id, item.fencing_token, fields)
         return accepted
 
     # -- the requester's side -----------------------------------------------------------
@@ -179,15 +187,21 @@ class Handoffs:
         taking: Collection[str],
     ) -> None:
         """Below ``target`` with ``held`` items (``taking``: the IDs held or being taken),
-        ask the most loaded members for the difference, one item per member; at or above
-        it, withdraw what we asked for and have not got yet."""
+        ask the members above their own fair share, the most above first, for the
+        difference not yet asked for, one item per member; with more held and asked for
+        than ``target``, withdraw the surplus requests (fulfilled elsewhere)."""
         me = self._me
         now = self._session._store.clock.wall_ns()
         self._forget_answered(pool, now, taking)
-        if held >= target:
-            await self.withdraw_all("fulfilled elsewhere", taking)
+        # Requests standing on items we are taking are being fulfilled: counted in held.
+        out = [i for i in self.asked if i not in taking]
+        if held + len(out) > target:
+            # Got items another way (free ones, or more handed over than we needed): the
+            # newest requests go first.
+            out.sort(key=lambda i: self.asked[i].since, reverse=True)
+            await self._withdraw_ours(out[: held + len(out) - target], "fulfilled elsewhere")
             return
-        room = target - held - len(self.asked)
+        room = target - held - len(out)
         if room <= 0:
             return
         live = set(pool.live) | {me}
@@ -196,25 +210,25 @@ class Handoffs:
         for item in pool.items:
             if item.lease_id in standing and item.session is not None:
                 counts[item.session] -= 1  # already on its way to someone
+        # The shares as every balancer computes them: fair_share over the live members.
         members = sorted(live)
-        shares = {m: fair_share(len(pool.items), members, m) for m in members}
-        mine = held + len(self.asked)
+        above = {m: counts[m] - fair_share(len(pool.items), members, m) for m in members}
         clock = asyncio.get_running_loop().time()
         self._not_before = {m: t for m, t in self._not_before.items() if t > clock}
-        for member in sorted(live - {me}, key=lambda m: (-counts[m], m)):
-            if room <= 0:
-                break
+        for member in sorted(live - {me}, key=lambda m: (-above[m], m)):
+            if room <= 0 or above[member] <= 0:
+                break  # sorted: nobody after this one is above its share either
             if self._not_before.get(member, 0.0) > clock:
                 continue
-            if not (counts[member] > shares[member] or counts[member] > mine + 1):
-                continue
+            # Not over any unexpired request, even a dead requester's: the write's
+            # condition would refuse it until the holder has withdrawn that one.
             offered = [
                 i
                 for i in pool.items
                 if i.session == member
                 and i.lessee_id is not None
                 and i.fencing_token > 0
-                and i.lease_id not in standing
+                and (i.lease_id not in pool.handoffs or pool.handoffs[i.lease_id].until_ns < now)
                 and i.lease_id not in self.asked
             ]
             if not offered:
@@ -224,8 +238,6 @@ class Handoffs:
             )
             if await self._request(item, member):
                 room -= 1
-                mine += 1
-                counts[member] -= 1
 
     async def _request(self, item: LeaseItem, member: str) -> bool:
         assert item.lessee_id is not None
@@ -239,13 +251,12 @@ class Handoffs:
         if not await store.request_handoff(item, self._me, until):
             del self.asked[item.lease_id]
             return False
+        me, holder = self._me, item.lessee_id
         self._emit(
             HandoffRequested,
             item.lease_id,
             item.fencing_token,
-            requester=self._me,
-            holder=item.lessee_id,
-            until=ns_to_datetime(until),
+            lambda: {"requester": me, "holder": holder, "until": ns_to_datetime(until)},
         )
         get_logger().info(
             "%s asked %s for %r",
@@ -274,12 +285,26 @@ class Handoffs:
     async def withdraw_all(self, reason: str, taking: Collection[str] = ()) -> None:
         """Withdraw every request of ours not being taken (best effort: logged). Not once
         the session is lost: the holders withdraw a dead session's requests themselves."""
-        for item_id in [i for i in self.asked if i not in taking]:
-            ask = self.asked.pop(item_id)
+        await self._withdraw_ours([i for i in self.asked if i not in taking], reason)
+
+    async def _withdraw_ours(self, item_ids: list[str], reason: str) -> None:
+        """Withdraw our requests on ``item_ids``, each forgotten only once its write has
+        returned: one cancelled (or timed out) mid-write stays noted, to be withdrawn on
+        stop. A request completed meanwhile (``taken()``) is skipped."""
+        for item_id in item_ids:
+            ask = self.asked.get(item_id)
+            if ask is None:
+                continue  # taken meanwhile: taken() completed it
             if self._session.lost:
+                self.asked.pop(item_id, None)
                 continue
-            if await self._withdraw(item_id, self._me, None):
-                self._emit(HandoffWithdrawn, item_id, ask.token, requester=self._me, reason=reason)
+            withdrawn = await self._withdraw(item_id, self._me, None)
+            self.asked.pop(item_id, None)
+            if withdrawn:
+                fields: Callable[[], Mapping[str, object]] = partial(
+                    dict, requester=self._me, reason=reason
+                )
+                self._emit(HandoffWithdrawn, item_id, ask.token, fields)
 
     async def _withdraw(self, item_id: str, requester: str, until_ns: int | None) -> bool:
         try:

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 import aiolease
+import aiolease._clock
+import aiolease._handoff
 from aiolease import (
     HandoffAccepted,
     HandoffCompleted,
@@ -48,7 +50,8 @@ def test_a_request_is_pinned_to_the_holders_tenure_and_sets_only_the_request() -
     request = handoff.request_handoff(S, "a", "w", 7, "sk", 900, 500)
     assert request["UpdateExpression"] == "SET #h = :r, #hu = :hu"
     assert request["ConditionExpression"] == (
-        "#l = :holder AND #t = :token AND (attribute_not_exists(#h) OR #hu < :now OR #h = :r)"
+        "#l = :holder AND #t = :token AND (NOT attribute_type(#h, :s) OR"
+        " NOT attribute_type(#hu, :n) OR #hu < :now OR #h = :r)"
     )
     assert request["ExpressionAttributeNames"] == {
         "#l": "ProcessID",
@@ -59,6 +62,7 @@ def test_a_request_is_pinned_to_the_holders_tenure_and_sets_only_the_request() -
     values = request["ExpressionAttributeValues"]
     assert values[":token"] == {"N": "7"} and values[":holder"] == {"S": "w"}
     assert values[":now"] == {"N": "500"} and values[":hu"] == {"N": "900"}
+    assert values[":s"] == {"S": "S"} and values[":n"] == {"S": "N"}
 
 
 def test_a_withdrawal_removes_only_that_requesters_request() -> None:
@@ -258,39 +262,74 @@ async def outside_holder(store: LockStore, items: list[str]) -> AsyncIterator[No
         yield
 
 
+class Gate:
+    """A client whose scans (the balancer's pool reads) wait while the gate is shut."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.opened = asyncio.Event()
+        self.opened.set()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if name != "scan":
+            return call
+
+        async def scan(**kwargs: Any) -> Any:
+            await self.opened.wait()
+            return await call(**kwargs)
+
+        return scan
+
+
+async def b_above_its_share(w: Workers, store: LockStore, **serve: Any) -> tuple[list[str], Gate]:
+    """5 items, 2 held by single leases (the caller's ``outside_holder(store, ids[:2])``):
+    b, alone first, takes the 3 free ones; then its pool reads wait (gate shut) while a
+    joins. Sessions sort by lessee, so a's share is 3 and b's 2: b, one above its share,
+    would drain that item on its own at its first look with a live; the shut gate makes
+    that look come only once the test opens it (after a's request), so that it is the
+    request b answers."""
+    ids = [f"item-{n}" for n in range(5)]
+    gate = Gate(w.client)
+    w.start("b", client=gate, **serve)
+    await w.until(lambda: len(w.holding["b"]) == 3, 3.0, "b holds the 3 free items")
+    gate.opened.clear()
+    return ids, gate
+
+
 async def test_a_worker_below_its_share_asks_and_the_holder_hands_one_item_over(
     workers: tuple[Workers, LockStore],
 ) -> None:
-    # 5 items, 2 held by single leases: A and B share 3. A (alone first) holds all 3 and
-    # stays within its share of 3 (it never drains by itself); B (share 2) finds nothing
-    # free and asks: A holds more than B's count + 1, so it hands one over.
+    # 5 items, 2 held by single leases: shares a 3, b 2. b holds the 3 free items, one
+    # above its share; a finds nothing free and asks b (the one member above its share),
+    # and b, above its share, hands that item over (not just any extra: the one asked).
     w, store = workers
-    ids = [f"item-{n}" for n in range(5)]
-    for item in ids:
+    for item in [f"item-{n}" for n in range(5)]:
         await store.add_item(item)
-    async with outside_holder(store, ids[:2]):
+    async with outside_holder(store, ["item-0", "item-1"]):
+        ids, gate = await b_above_its_share(w, store)
         w.start("a")
-        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
-        w.start("b")
+        await w.until(lambda: bool(w.heard(HandoffRequested, "a")), 5.0, "the request")
+        gate.opened.set()
         await w.until(
-            lambda: w.heard(HandoffCompleted) and len(w.holding["b"]) == 1, 5.0, "the handoff"
+            lambda: w.heard(HandoffCompleted) and len(w.holding["a"]) == 1, 5.0, "the handoff"
         )
-        [requested] = w.heard(HandoffRequested, "b")
-        [accepted] = w.heard(HandoffAccepted, "a")
-        [completed] = w.heard(HandoffCompleted, "b")
+        [requested] = w.heard(HandoffRequested, "a")
+        [accepted] = w.heard(HandoffAccepted, "b")
+        [completed] = w.heard(HandoffCompleted, "a")
         item = requested.lease_id
         assert accepted.lease_id == completed.lease_id == item
-        assert requested.requester == accepted.requester == completed.requester == w.sessions["b"]
-        assert requested.holder == "a"
+        assert requested.requester == accepted.requester == completed.requester == w.sessions["a"]
+        assert requested.holder == "b"
         assert item in w.drained, "the holder's work never saw draining() set"
-        assert w.holding == {"a": set(ids[2:]) - {item}, "b": {item}}
+        assert w.holding == {"b": set(ids[2:]) - {item}, "a": {item}}
         [(first, old), (second, new)] = w.tokens[item]
-        assert (first, second) == ("a", "b") and new > old, w.tokens[item]
+        assert (first, second) == ("b", "a") and new > old, w.tokens[item]
         assert completed.token == new and 0 <= completed.waited < 3.0
         order = [type(e) for _, e in w.events]
         assert order.index(HandoffRequested) < order.index(HandoffAccepted)
         assert order.index(HandoffAccepted) < order.index(HandoffCompleted)
-        # And it stays so: 2 and 1 are as even as these 3 items get; nobody asks again.
+        # And it stays so: b is at its share now, so a (short, nothing free) asks nobody.
         await asyncio.sleep(4 * WAIT)
         assert len(w.heard(HandoffRequested)) == 1, w.events
         assert sorted(len(h) for h in w.holding.values()) == [1, 2]
@@ -388,19 +427,19 @@ async def test_a_stopping_requester_withdraws_what_it_asked_for(
     workers: tuple[Workers, LockStore],
 ) -> None:
     # As in the handoff test, but the holder's work ignores the drain (long grace): the
-    # request stands while b stops, and b withdraws it.
+    # request stands while a stops, and a withdraws it.
     w, store = workers
-    ids = [f"item-{n}" for n in range(5)]
-    for item in ids:
+    for item in [f"item-{n}" for n in range(5)]:
         await store.add_item(item)
-    async with outside_holder(store, ids[:2]):
-        w.start("a", obey_drain=False, drain_grace=1.5)
-        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
-        w.start("b")
-        await w.until(lambda: bool(w.heard(HandoffAccepted, "a")), 5.0, "the acceptance")
-        [accepted] = w.heard(HandoffAccepted, "a")
-        await w.stop("b")
-        [withdrawn] = w.heard(HandoffWithdrawn, "b")
+    async with outside_holder(store, ["item-0", "item-1"]):
+        _, gate = await b_above_its_share(w, store, obey_drain=False, drain_grace=1.5)
+        w.start("a")
+        await w.until(lambda: bool(w.heard(HandoffRequested, "a")), 5.0, "the request")
+        gate.opened.set()
+        await w.until(lambda: bool(w.heard(HandoffAccepted, "b")), 5.0, "the acceptance")
+        [accepted] = w.heard(HandoffAccepted, "b")
+        await w.stop("a")
+        [withdrawn] = w.heard(HandoffWithdrawn, "a")
         assert (withdrawn.lease_id, withdrawn.reason) == (accepted.lease_id, "stopped")
         assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, accepted.lease_id)
         assert not w.heard(HandoffCompleted)
@@ -429,30 +468,30 @@ class Frozen:
 async def test_an_item_freed_for_a_requester_that_died_is_taken_once_its_session_expired(
     workers: tuple[Workers, LockStore],
 ) -> None:
-    # b asks and dies at once (no withdrawal): a hands the item over all the same (b is
-    # live when a answers), and the freed item waits for b only until b's session expired.
+    # a asks and dies at once (no withdrawal): b hands the item over all the same (a is
+    # live when b answers), and the freed item waits for a only until a's session expired.
+    # (b, at its share then, takes it back: a's death leaves b the only member.)
     w, store = workers
-    ids = [f"item-{n}" for n in range(5)]
-    for item in ids:
+    for item in [f"item-{n}" for n in range(5)]:
         await store.add_item(item)
     frozen = Frozen(w.client)
-    async with outside_holder(store, ids[:2]):
-        w.start("a")
-        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
-        # b's long drain grace makes its request stand for longer than its session lives.
-        w.start("b", client=frozen, drain_grace=3.0)
-        await w.until(lambda: bool(w.heard(HandoffRequested, "b")), 5.0, "the request")
+    async with outside_holder(store, ["item-0", "item-1"]):
+        _, gate = await b_above_its_share(w, store)
+        # a's long drain grace makes its request stand for longer than its session lives.
+        w.start("a", client=frozen, drain_grace=3.0)
+        await w.until(lambda: bool(w.heard(HandoffRequested, "a")), 5.0, "the request")
         frozen.frozen = True
-        [requested] = w.heard(HandoffRequested, "b")
+        gate.opened.set()
+        [requested] = w.heard(HandoffRequested, "a")
         item = requested.lease_id
-        await w.until(lambda: item not in w.holding["a"], 3.0, "a hands it over")
-        [dead] = [r for r in await store.list_sessions() if r.session_id == w.sessions["b"]]
-        await w.until(lambda: item in w.holding["a"], DURATION + 3.0, "a takes it back")
+        await w.until(lambda: item not in w.holding["b"], 3.0, "b hands it over")
+        [dead] = [r for r in await store.list_sessions() if r.session_id == w.sessions["a"]]
+        await w.until(lambda: item in w.holding["b"], DURATION + 3.0, "b takes it back")
         assert w.taken_at[item] > dead.until_ns + int(SKEW * 1e9), "taken while reserved"
         reserved_until = int(requested.until.timestamp() * 1e9)
         assert w.taken_at[item] < reserved_until, "the reservation held for a dead session"
-        assert not w.holding["b"] and not w.heard(HandoffCompleted)
-        task = w.tasks.pop("b")
+        assert not w.holding["a"] and not w.heard(HandoffCompleted)
+        task = w.tasks.pop("a")
         task.cancel()
         with contextlib.suppress(
             asyncio.CancelledError, aiolease.LeaseLostError, BaseExceptionGroup
@@ -486,20 +525,19 @@ async def test_a_request_whose_answer_was_lost_is_withdrawn_when_serve_is_cancel
     workers: tuple[Workers, LockStore],
 ) -> None:
     w, store = workers
-    ids = [f"item-{n}" for n in range(5)]
-    for item in ids:
+    for item in [f"item-{n}" for n in range(5)]:
         await store.add_item(item)
     hanging = LandsThenHangs(w.client)
-    async with outside_holder(store, ids[:2]):
-        w.start("a", obey_drain=False, drain_grace=1.5)
-        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
-        w.start("b", client=hanging)
+    async with outside_holder(store, ["item-0", "item-1"]):
+        # b's reads stay shut: nobody but a touches the request.
+        await b_above_its_share(w, store, obey_drain=False, drain_grace=1.5)
+        w.start("a", client=hanging)
         async with asyncio.timeout(5):
             await hanging.landed.wait()
-        await w.stop("b")  # cancelled in the middle of the request's call
-        [withdrawn] = w.heard(HandoffWithdrawn, "b")
+        await w.stop("a")  # cancelled in the middle of the request's call
+        [withdrawn] = w.heard(HandoffWithdrawn, "a")
         assert withdrawn.reason == "stopped"
-        assert not w.heard(HandoffRequested, "b"), "announced a request never answered"
+        assert not w.heard(HandoffRequested, "a"), "announced a request never answered"
         row = await raw_row(w.client, w.table_name, withdrawn.lease_id)
         assert "LeaseHandoff" not in row, "the cancelled request was left behind"
 
@@ -507,35 +545,131 @@ async def test_a_request_whose_answer_was_lost_is_withdrawn_when_serve_is_cancel
 async def test_a_requester_that_reaches_its_share_otherwise_withdraws_its_request(
     workers: tuple[Workers, LockStore], client: Any, table_name: str
 ) -> None:
-    # b (capped at 1) asks a; before a's slow drain is over, a single lease's item comes
-    # free for b (reserved for it by hand, so that a leaves it alone): b's share is
-    # reached, so its request goes, and the item a drains is claimed by nobody.
+    # a (capped at 1) asks b; before b's slow drain is over, a single lease's item comes
+    # free for a (reserved for it by hand, so that b leaves it alone): a's share is
+    # reached, so its request goes (a free item for us is taken even with a request out),
+    # and the item b drains is claimed by nobody (b is at its share, a at its cap).
     w, store = workers
-    ids = [f"item-{n}" for n in range(5)]
-    for item in ids:
+    for item in [f"item-{n}" for n in range(5)]:
         await store.add_item(item)
     async with contextlib.AsyncExitStack() as outside:
-        await outside.enter_async_context(outside_holder(store, ids[:2]))
-        w.start("a", obey_drain=False, drain_grace=1.5)
-        await w.until(lambda: len(w.holding["a"]) == 3, 3.0, "a holds the 3 free items")
-        w.start("b", max_leases=1)
-        await w.until(lambda: bool(w.heard(HandoffAccepted, "a")), 5.0, "the acceptance")
+        await outside.enter_async_context(outside_holder(store, ["item-0", "item-1"]))
+        _, gate = await b_above_its_share(w, store, obey_drain=False, drain_grace=1.5)
+        w.start("a", max_leases=1)
+        await w.until(lambda: bool(w.heard(HandoffRequested, "a")), 5.0, "the request")
+        gate.opened.set()
+        await w.until(lambda: bool(w.heard(HandoffAccepted, "b")), 5.0, "the acceptance")
         await client.update_item(
             TableName=table_name,
             Key={"LeaseID": {"S": "item-0"}},
             UpdateExpression="SET #h = :r, #hu = :hu",
             ExpressionAttributeNames={"#h": "LeaseHandoff", "#hu": "LeaseHandoffUntil"},
             ExpressionAttributeValues={
-                ":r": {"S": w.sessions["b"]},
+                ":r": {"S": w.sessions["a"]},
                 ":hu": {"N": str(time.time_ns() + 3 * 10**9)},
             },
         )
-    # The single leases are released: b takes one, reaching its share.
-    await w.until(lambda: bool(w.heard(HandoffWithdrawn, "b")), 3.0, "the withdrawal")
-    [accepted] = w.heard(HandoffAccepted, "a")
-    [withdrawn] = w.heard(HandoffWithdrawn, "b")
+    # The single leases are released: a takes one, reaching its share.
+    await w.until(lambda: bool(w.heard(HandoffWithdrawn, "a")), 3.0, "the withdrawal")
+    [accepted] = w.heard(HandoffAccepted, "b")
+    [withdrawn] = w.heard(HandoffWithdrawn, "a")
     assert (withdrawn.lease_id, withdrawn.reason) == (accepted.lease_id, "fulfilled elsewhere")
-    await w.until(lambda: len(w.holding["b"]) == 1, 3.0, "b holds its one item")
-    assert accepted.lease_id not in w.holding["b"]
+    await w.until(lambda: len(w.holding["a"]) == 1, 3.0, "a holds its one item")
+    assert accepted.lease_id not in w.holding["a"]
     assert "LeaseHandoff" not in await raw_row(w.client, w.table_name, withdrawn.lease_id)
     assert not w.heard(HandoffCompleted)
+
+
+async def test_a_malformed_request_blocks_no_request(
+    client: Any, table_name: str, plain: LockStore
+) -> None:
+    # Read as no request (parse), so the condition must let a request replace it: a
+    # LeaseHandoffUntil that is not a number, and a LeaseHandoff that is not a string.
+    await plain.add_item("a")
+    lease = await plain.lease("a", LeaseRequest("holder", DURATION))
+    later = time.time_ns() + 10**9
+    for update, values in (
+        ("SET LeaseHandoff = :r, LeaseHandoffUntil = :u", {":r": {"S": "x"}, ":u": {"S": "9"}}),
+        (
+            "SET LeaseHandoff = :r, LeaseHandoffUntil = :u",
+            {":r": {"N": "1"}, ":u": {"N": "9" * 25}},
+        ),
+    ):
+        await client.update_item(
+            TableName=table_name,
+            Key={"LeaseID": {"S": "a"}},
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
+        )
+        _, _, standing = await plain.read_pool()
+        assert "a" not in standing
+        assert await plain.request_handoff(snapshot(lease), "sk-1", later), values
+        assert await plain.withdraw_handoff("a", "sk-1")
+
+
+async def test_a_requester_offers_no_item_under_a_dead_requesters_unexpired_request() -> None:
+    # The write's condition refuses it until the holder withdraws that request: asking for
+    # it would only repeat a refused write every look.
+    from .test_handoff_review import Recorder, held, stand_in
+
+    items = [held(f"a{n}", "sa") for n in range(4)]
+    until = time.time_ns() + 10**10
+    dead = {f"a{n}": handoff.Handoff("sd-dead", until) for n in range(3)}
+    store = Recorder()
+    handoffs = aiolease._handoff.Handoffs(stand_in("sc", store), 0.2, 0.5)
+    pool = aiolease._handoff.Pool(items, ["sa", "sc"], dead)
+    await handoffs.ask(pool, target=2, held=0, planned={}, taking=())
+    assert store.requested == [("a3", "sa")]
+
+
+async def test_a_withdrawal_cancelled_mid_write_keeps_the_request_noted() -> None:
+    # Forgotten only once the write returned: the stop's withdrawal then tries it again.
+    from .test_handoff_review import Recorder, stand_in
+
+    class Hangs(Recorder):
+        async def withdraw_handoff(
+            self, item_id: str, requester: str, until_ns: Any = None
+        ) -> bool:
+            self.withdrawn.append(item_id)
+            await asyncio.Event().wait()
+            return True
+
+    store = Hangs()
+    handoffs = aiolease._handoff.Handoffs(stand_in("sc", store), 0.2, 0.5)
+    now = asyncio.get_running_loop().time()
+    handoffs.asked["x"] = aiolease._handoff._Ask("sa", 1, time.time_ns() + 10**10, now)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(handoffs.withdraw_all("fulfilled elsewhere"), 0.05)
+    assert store.withdrawn == ["x"] and "x" in handoffs.asked, "forgotten before its write"
+
+
+def test_handoff_event_fields_are_built_only_when_someone_listens() -> None:
+    from aiolease._events import Events
+
+    def refuse() -> dict[str, Any]:
+        raise AssertionError("event fields built with nobody listening")
+
+    hub = Events("t", aiolease._clock.SystemClock())
+    hub.emit_item(HandoffRequested, "x", "w", 1, refuse)
+
+
+async def test_the_withdrawal_cancelled_once_the_session_is_lost_is_awaited() -> None:
+    # Nothing of serve() may outlive it: _shielded waits for the task it cancels.
+    from aiolease._balance import _shielded
+
+    finished = asyncio.Event()
+
+    async def withdrawal() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.01)  # its cleanup takes a moment
+            finished.set()
+
+    task = asyncio.ensure_future(withdrawal())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(_shielded(task, lambda: True))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await waiter
+    assert finished.is_set() and task.done(), "the cancelled withdrawal outlived _shielded"

@@ -49,13 +49,17 @@ def request_handoff(
     now_ns: int,
 ) -> Request:
     """Ask the holder of ``item_id`` for it: only in the tenure read (lessee, token), and
-    only over no request, an expired one, or our own (a resend lands the same)."""
+    only over no request, an expired one, or our own (a resend lands the same). A
+    malformed request (``LeaseHandoff`` not a string, ``LeaseHandoffUntil`` missing or not
+    a number) counts as none here as in :func:`parse`, so that it cannot block every
+    later request for the rest of the tenure."""
     return {
         "TableName": schema.table_name,
         "Key": schema.key(item_id),
         "UpdateExpression": "SET #h = :r, #hu = :hu",
         "ConditionExpression": (
-            "#l = :holder AND #t = :token AND (attribute_not_exists(#h) OR #hu < :now OR #h = :r)"
+            "#l = :holder AND #t = :token AND (NOT attribute_type(#h, :s) OR"
+            " NOT attribute_type(#hu, :n) OR #hu < :now OR #h = :r)"
         ),
         "ExpressionAttributeNames": schema.names(LESSEE, TOKEN, HANDOFF, HANDOFF_UNTIL),
         "ExpressionAttributeValues": {
@@ -64,6 +68,8 @@ def request_handoff(
             ":holder": {"S": holder_lessee},
             ":token": {"N": str(holder_token)},
             ":now": {"N": str(now_ns)},
+            ":s": {"S": "S"},
+            ":n": {"S": "N"},
         },
     }
 

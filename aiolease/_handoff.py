@@ -215,8 +215,9 @@ class Handoffs:
         above = {m: counts[m] - fair_share(len(pool.items), members, m) for m in members}
         clock = asyncio.get_running_loop().time()
         self._not_before = {m: t for m, t in self._not_before.items() if t > clock}
+        picks: list[tuple[LeaseItem, str]] = []
         for member in sorted(live - {me}, key=lambda m: (-above[m], m)):
-            if room <= 0 or above[member] <= 0:
+            if len(picks) >= room or above[member] <= 0:
                 break  # sorted: nobody after this one is above its share either
             if self._not_before.get(member, 0.0) > clock:
                 continue
@@ -236,8 +237,16 @@ class Handoffs:
             item = min(
                 offered, key=lambda i: (planned.get(i.lease_id) != me, -preference(me, i.lease_id))
             )
-            if await self._request(item, member):
-                room -= 1
+            picks.append((item, member))
+        # All at once: one after another, a joiner asking many members spent its look on
+        # round trips while the items freed meanwhile waited for its next look. A request
+        # refused is not replaced before the next look.
+        results = await asyncio.gather(
+            *(self._request(item, member) for item, member in picks), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _request(self, item: LeaseItem, member: str) -> bool:
         assert item.lessee_id is not None

@@ -7,11 +7,13 @@ recorded (or made to hang, or fail) instead of sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import pytest
 
 from aiolease import LeaseItem, LeaseUnavailableError
-from aiolease._handoff import HANDOFF_PERIODS, Handoffs, Pool
+from aiolease._handoff import HANDOFF_PERIODS, WITHDRAW_TIMEOUT, Handoffs, Pool
 from aiolease._wire.handoff import Handoff
 
 from .test_handoff_review import Recorder, held, stand_in
@@ -116,3 +118,39 @@ async def test_a_request_whose_write_failed_is_not_taken_for_a_decline() -> None
     assert [h for _, h in store.requested] == ["sa"], (
         f"sa not asked again (paused {HANDOFF_PERIODS} wait periods as if it declined)"
     )
+
+
+class Slow(Recorder):
+    """Every write takes ``delay`` seconds (a loaded table: the benchmark's joiner saw about
+    0.7 s a round trip)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def request_handoff(self, item: LeaseItem, requester: str, until_ns: int) -> bool:
+        await asyncio.sleep(self.delay)
+        return await super().request_handoff(item, requester, until_ns)
+
+    async def withdraw_handoff(self, item_id: str, requester: str, until_ns: Any = None) -> bool:
+        await asyncio.sleep(self.delay)
+        return await super().withdraw_handoff(item_id, requester, until_ns)
+
+
+async def test_the_requests_one_look_sends_together_are_withdrawn_on_stop_within_the_bound() -> (
+    None
+):
+    # 5 members above their share, a joiner short by 5: one look sends 5 requests at once
+    # (one round trip). serve()'s stop withdraws them one after another under
+    # WITHDRAW_TIMEOUT (2 s): at 0.7 s a round trip only 2 go, the other 3 stand on their
+    # items (reserved for a session that no longer serves) until they expire.
+    # 25 items over 6 members: shares s0 5 (first by ID), sa..se 4; each of those holds 5.
+    items = [held(f"{m}{n}", f"s{m}") for m in "abcde" for n in range(5)]
+    pool = Pool(items, ["s0", "sa", "sb", "sc", "sd", "se"], {})
+    store = Slow(0.7)
+    handoffs = Handoffs(stand_in("s0", store), 0.2, 0.5)
+    await handoffs.ask(pool, target=5, held=0, planned={}, taking=())
+    assert len(handoffs.asked) == 5, store.requested
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(handoffs.withdraw_all("stopped"), WITHDRAW_TIMEOUT)
+    assert not handoffs.asked, f"left standing on stop: {sorted(handoffs.asked)}"

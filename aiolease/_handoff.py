@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -42,6 +42,9 @@ __all__ = ["HANDOFF_PERIODS", "Handoffs", "Pool"]
 HANDOFF_PERIODS = 3
 # How long the withdrawals of a stopping serve() may take together.
 WITHDRAW_TIMEOUT = 2.0
+# Requests (or withdrawals) of one look in flight at once: together, so that a look is not
+# a row of round trips, but leaving the store's other request slots to renewals.
+CONCURRENT_WRITES = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class _Ask:
     token: int  # the holder's tenure asked
     until_ns: int
     since: float  # loop time
+    # The write answered that it landed. An unconfirmed request (its write raised, or is
+    # in flight) that a read shows gone was never answered: no decline by the holder.
+    confirmed: bool = False
 
 
 class Handoffs:
@@ -141,6 +147,11 @@ class Handoffs:
         by_id = {i.lease_id: i for i in pool.items}
         held = list(mine)
         left = len(held)
+        loads, above = _loads(pool, live, now)
+        # Nobody above its share although counts differ: items held outside the members
+        # (single leases, Go workers) put the shares out of reach. Then the holder with at
+        # least two more than the requester (its requests counted) hands one over.
+        out_of_reach = all(a <= 0 for a in above.values())
         accepted: list[str] = []
         for item_id in sorted(held):
             h = pool.handoffs.get(item_id)
@@ -151,10 +162,11 @@ class Handoffs:
                 reason = "dead requester"
             elif h.until_ns < now:
                 reason = "expired"
-            elif left > target:
+            elif left > target or (out_of_reach and left > loads[h.requester]):
                 # Above our share: this item is one of our extras, and it goes to the one
                 # who asked. At our share we decline (handing it over would leave us
-                # short, to take an item from someone else in turn).
+                # short, to take an item from someone else in turn), unless no member
+                # can reach its share.
                 accepted.append(item_id)
                 left -= 1
                 self._emit(
@@ -205,20 +217,21 @@ class Handoffs:
         if room <= 0:
             return
         live = set(pool.live) | {me}
-        standing = pool.standing(now, live)
-        counts = _counts(pool)
-        for item in pool.items:
-            if item.lease_id in standing and item.session is not None:
-                counts[item.session] -= 1  # already on its way to someone
-        # The shares as every balancer computes them: fair_share over the live members.
-        members = sorted(live)
-        above = {m: counts[m] - fair_share(len(pool.items), members, m) for m in members}
+        loads, above = _loads(pool, live, now)
+        # Members above their share first. If nobody is (items held outside the members
+        # put the shares out of reach), members with at least two more than we hold or
+        # have coming, the most loaded first: the holders' rule is the same.
+        if any(a > 0 for a in above.values()):
+            ranked = [m for m in sorted(live - {me}, key=lambda m: (-above[m], m)) if above[m] > 0]
+        else:
+            ranked = sorted(live - {me}, key=lambda m: (-loads[m], m))
+        mine = loads[me]
         clock = asyncio.get_running_loop().time()
         self._not_before = {m: t for m, t in self._not_before.items() if t > clock}
         picks: list[tuple[LeaseItem, str]] = []
-        for member in sorted(live - {me}, key=lambda m: (-above[m], m)):
-            if len(picks) >= room or above[member] <= 0:
-                break  # sorted: nobody after this one is above its share either
+        for member in ranked:
+            if len(picks) >= room or (above[member] <= 0 and loads[member] < mine + 2):
+                break  # sorted: nobody after this one has an item to spare either
             if self._not_before.get(member, 0.0) > clock:
                 continue
             # Not over any unexpired request, even a dead requester's: the write's
@@ -238,15 +251,11 @@ class Handoffs:
                 offered, key=lambda i: (planned.get(i.lease_id) != me, -preference(me, i.lease_id))
             )
             picks.append((item, member))
-        # All at once: one after another, a joiner asking many members spent its look on
+            mine += 1
+        # Together: one after another, a joiner asking many members spent its look on
         # round trips while the items freed meanwhile waited for its next look. A request
         # refused is not replaced before the next look.
-        results = await asyncio.gather(
-            *(self._request(item, member) for item, member in picks), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await _together([partial(self._request, i, m) for i, m in picks])
 
     async def _request(self, item: LeaseItem, member: str) -> bool:
         assert item.lessee_id is not None
@@ -260,6 +269,7 @@ class Handoffs:
         if not await store.request_handoff(item, self._me, until):
             del self.asked[item.lease_id]
             return False
+        self.asked[item.lease_id].confirmed = True
         me, holder = self._me, item.lessee_id
         self._emit(
             HandoffRequested,
@@ -287,7 +297,7 @@ class Handoffs:
                 ask = self.asked.pop(item_id)
                 # Declined or withdrawn (or taken by another): leave that member alone
                 # for a while. Expired: ask again at once if still short.
-                if h is None or h.requester != self._me:
+                if ask.confirmed and (h is None or h.requester != self._me):
                     pause = HANDOFF_PERIODS * self._wait
                     self._not_before[ask.holder] = asyncio.get_running_loop().time() + pause
 
@@ -300,20 +310,22 @@ class Handoffs:
         """Withdraw our requests on ``item_ids``, each forgotten only once its write has
         returned: one cancelled (or timed out) mid-write stays noted, to be withdrawn on
         stop. A request completed meanwhile (``taken()``) is skipped."""
-        for item_id in item_ids:
-            ask = self.asked.get(item_id)
-            if ask is None:
-                continue  # taken meanwhile: taken() completed it
-            if self._session.lost:
-                self.asked.pop(item_id, None)
-                continue
-            withdrawn = await self._withdraw(item_id, self._me, None)
+        await _together([partial(self._withdraw_one, item_id, reason) for item_id in item_ids])
+
+    async def _withdraw_one(self, item_id: str, reason: str) -> None:
+        ask = self.asked.get(item_id)
+        if ask is None:
+            return  # taken meanwhile: taken() completed it
+        if self._session.lost:
             self.asked.pop(item_id, None)
-            if withdrawn:
-                fields: Callable[[], Mapping[str, object]] = partial(
-                    dict, requester=self._me, reason=reason
-                )
-                self._emit(HandoffWithdrawn, item_id, ask.token, fields)
+            return
+        withdrawn = await self._withdraw(item_id, self._me, None)
+        self.asked.pop(item_id, None)
+        if withdrawn:
+            fields: Callable[[], Mapping[str, object]] = partial(
+                dict, requester=self._me, reason=reason
+            )
+            self._emit(HandoffWithdrawn, item_id, ask.token, fields)
 
     async def _withdraw(self, item_id: str, requester: str, until_ns: int | None) -> bool:
         try:
@@ -326,3 +338,36 @@ class Handoffs:
 def _counts(pool: Pool) -> Counter[str]:
     """Items held per session, from the read."""
     return Counter(i.session for i in pool.items if i.lessee_id is not None and i.session)
+
+
+def _loads(pool: Pool, live: Collection[str], now_ns: int) -> tuple[Counter[str], dict[str, int]]:
+    """Per live member: what it holds or has coming (items asked away from their holders
+    and counted to their requesters), and how far that is above its fair share."""
+    standing = pool.standing(now_ns, live)
+    loads = _counts(pool)
+    for item in pool.items:
+        h = standing.get(item.lease_id)
+        if h is not None and item.session is not None and item.session != h.requester:
+            loads[item.session] -= 1
+        if h is not None:
+            loads[h.requester] += 1
+    members = sorted(live)
+    above = {m: loads[m] - fair_share(len(pool.items), members, m) for m in members}
+    return loads, above
+
+
+async def _together(calls: list[Callable[[], Awaitable[object]]]) -> None:
+    """Run ``calls`` at most CONCURRENT_WRITES at a time; when all are done, raise the first
+    error (the others logged). Cancelled, every call is cancelled and awaited."""
+    gate = asyncio.Semaphore(CONCURRENT_WRITES)
+
+    async def gated(call: Callable[[], Awaitable[object]]) -> object:
+        async with gate:
+            return await call()
+
+    results = await asyncio.gather(*(gated(c) for c in calls), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for extra in errors[1:]:
+        get_logger().warning("handoff write failed: %s", extra)
+    if errors:
+        raise errors[0]

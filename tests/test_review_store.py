@@ -83,17 +83,7 @@ class Detached:
         return None
 
 
-def strip_item(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-    """A server that ignores ReturnValuesOnConditionCheckFailure: no Item on a refusal."""
-
-    async def run() -> Any:
-        try:
-            return await call()
-        except ClientError as exc:
-            exc.response.pop("Item", None)
-            raise
-
-    return run()
+strip_item = faults.without_old_item
 
 
 def drop_and_strip(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:

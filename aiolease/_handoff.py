@@ -225,7 +225,8 @@ class Handoffs:
             ranked = [m for m in sorted(live - {me}, key=lambda m: (-above[m], m)) if above[m] > 0]
         else:
             ranked = sorted(live - {me}, key=lambda m: (-loads[m], m))
-        mine = loads[me]
+        # What we hold counts the items this very look started taking (not in the read).
+        mine = max(loads[me], held + len(out))
         clock = asyncio.get_running_loop().time()
         self._not_before = {m: t for m, t in self._not_before.items() if t > clock}
         picks: list[tuple[LeaseItem, str]] = []
@@ -293,6 +294,8 @@ class Handoffs:
             if item_id in taking:
                 continue  # being taken by us: taken() completes it
             h = pool.handoffs.get(item_id)
+            if h is not None and h.requester == self._me and h.until_ns >= now_ns:
+                self.asked[item_id].confirmed = True  # landed, even if its answer was lost
             if h is None or h.requester != self._me or h.until_ns < now_ns:
                 ask = self.asked.pop(item_id)
                 # Declined or withdrawn (or taken by another): leave that member alone

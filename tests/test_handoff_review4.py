@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import time
 
+import pytest
+
 from aiolease import LeaseItem, LeaseUnavailableError
 from aiolease._handoff import Handoffs, Pool
 from aiolease._wire.handoff import Handoff
@@ -39,6 +41,11 @@ async def test_out_of_reach_the_requester_counts_the_items_it_is_taking() -> Non
     assert "sc" not in holders, f"asked a member holding 3 while taking 5: {store.requested}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (docs/balancing.md): a session above its share through session.lease() "
+    "scopes, which serve() never hands over, turns the out-of-reach rule off for everyone",
+)
 async def test_lease_scopes_above_their_share_do_not_leave_a_newcomer_at_zero() -> None:
     # The pinned scenario with the pins in session.lease() scopes (docs/balancing.md names
     # them as a cause): sx, a live session that does not serve, holds 16 of 40 items; sa,

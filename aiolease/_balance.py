@@ -136,6 +136,7 @@ class Balancer:
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._handoffs = Handoffs(session, self._wait, self._grace)
+        self._short_since: float | None = None  # loop time since when short with nothing free
 
     @property
     def held(self) -> list[str]:
@@ -211,6 +212,7 @@ class Balancer:
             for item_id in order[: len(held) - target]:
                 self.drain(item_id)
         if len(held) >= target:
+            self._short_since = None
             await self._handoffs.ask(view, target, len(held), planned, self._slots)
             return False
         live = set(members)
@@ -244,8 +246,19 @@ class Balancer:
             slot.task = tg.create_task(self._hold(slot), name=f"aiolease-serve:{item.lease_id}")
         short = len(candidates) < wanted
         # Still short once the free items are taken: ask those above their share for the
-        # rest (or withdraw the requests that more held than needed made surplus).
-        await self._handoffs.ask(view, target, len(self.held), planned, self._slots)
+        # rest (or withdraw the requests that more held than needed made surplus). Only
+        # once short for a wait period: a joiner finds the others above their share, and
+        # they drain their extras by themselves at their next look; asking at once would
+        # only add writes racing those drains.
+        clock = asyncio.get_running_loop().time()
+        if not short:
+            self._short_since = None
+        elif self._short_since is None:
+            self._short_since = clock
+        may_ask = self._short_since is not None and clock - self._short_since >= self._wait
+        await self._handoffs.ask(
+            view, target, len(self.held), planned, self._slots, may_ask=may_ask
+        )
         return short or bool(self._handoffs.asked)
 
     def _reserved_free(self, view: View, item_id: str, candidates: list[LeaseItem]) -> bool:

@@ -197,11 +197,14 @@ class Handoffs:
         held: int,
         planned: dict[str, str],
         taking: Collection[str],
+        *,
+        may_ask: bool = True,
     ) -> None:
         """Below ``target`` with ``held`` items (``taking``: the IDs held or being taken),
         ask the members above their own fair share, the most above first, for the
-        difference not yet asked for, one item per member; with more held and asked for
-        than ``target``, withdraw the surplus requests (fulfilled elsewhere)."""
+        difference not yet asked for, one item per member (unless not ``may_ask``); with
+        more held and asked for than ``target``, withdraw the surplus requests (fulfilled
+        elsewhere)."""
         me = self._me
         now = self._session._store.clock.wall_ns()
         self._forget_answered(pool, now, taking)
@@ -214,7 +217,7 @@ class Handoffs:
             await self._withdraw_ours(out[: held + len(out) - target], "fulfilled elsewhere")
             return
         room = target - held - len(out)
-        if room <= 0:
+        if room <= 0 or not may_ask:
             return
         live = set(pool.live) | {me}
         loads, above = _loads(pool, live, now)

@@ -337,6 +337,26 @@ async def test_a_worker_below_its_share_asks_and_the_holder_hands_one_item_over(
         assert "LeaseHandoff" not in row, "the take left the request behind"
 
 
+async def test_a_short_worker_asks_only_once_short_for_a_wait_period(
+    workers: tuple[Workers, LockStore],
+) -> None:
+    # A joiner finds the others above their share, and they drain their extras by
+    # themselves at their next look: asking at once would only add writes racing those
+    # drains. So a worker asks once it has been short, with nothing free, for a wait
+    # period (at its first look, ~0.2 s after it started, before).
+    w, store = workers
+    for item in [f"item-{n}" for n in range(5)]:
+        await store.add_item(item)
+    async with outside_holder(store, ["item-0", "item-1"]):
+        _, gate = await b_above_its_share(w, store)
+        started = time.monotonic()
+        w.start("a", wait_period=1.0)
+        await w.until(lambda: bool(w.heard(HandoffRequested, "a")), 5.0, "the request")
+        assert time.monotonic() - started >= 1.0, "asked before it was short for a period"
+        gate.opened.set()
+        await w.until(lambda: len(w.holding["a"]) == 1, 5.0, "the handoff")
+
+
 async def test_a_dead_requesters_request_is_withdrawn_by_the_holder(
     workers: tuple[Workers, LockStore],
 ) -> None:

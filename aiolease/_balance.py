@@ -233,13 +233,11 @@ class Balancer:
                 -preference(me, i.lease_id),
             )
         )
-        # Our requests still out count against the room: each may bring an item (those
-        # already freed for us are among the candidates, first, and not counted twice).
-        # An item freed for us is always taken; a surplus request is withdrawn below.
+        # Free items first, all we are short of: requests still out do not hold them back
+        # (that made a joiner wait for its requests while the items it needed lay free);
+        # the requests made surplus are withdrawn below, before the holders answer them.
         wanted = target - len(held)
-        handed = sum(1 for i in candidates if self._handoffs.reserved_for_me(view, i.lease_id))
-        out = sum(1 for i in self._handoffs.asked if not self._reserved_free(view, i, candidates))
-        room = max(min(handed, wanted), wanted - out)
+        room = wanted
         for item in candidates[:room]:
             slot = _Slot(item.lease_id)
             self._slots[item.lease_id] = slot
@@ -260,13 +258,6 @@ class Balancer:
             view, target, len(self.held), planned, self._slots, may_ask=may_ask
         )
         return short or bool(self._handoffs.asked)
-
-    def _reserved_free(self, view: View, item_id: str, candidates: list[LeaseItem]) -> bool:
-        """Whether our request on ``item_id`` has been answered with a free item we can
-        take now (among ``candidates``)."""
-        return self._handoffs.reserved_for_me(view, item_id) and any(
-            c.lease_id == item_id for c in candidates
-        )
 
     def _takeable(self, item: LeaseItem, live: set[str]) -> bool:
         """Whether the takeover rule may let us take ``item`` (only a hint: the write decides)."""

@@ -21,7 +21,7 @@ import pytest
 
 from aiolease import Lease, LeaseRequest, LockStore
 from aiolease.demo._worker import _RecordingStore
-from aiolease.testing.history import History, RecordWriter
+from aiolease.testing.history import History, Hold, RecordWriter, check_exclusion
 
 
 async def test_an_item_taken_during_a_session_renewal_is_bounded_by_that_renewal(
@@ -113,3 +113,123 @@ async def test_a_renewal_in_flight_at_a_kill_bounds_every_item_even_when_stamped
         assert end is not None and end >= expiry, (
             f"item {item}'s lease may live until {expiry:.3f}, but its hold ends at {end}"
         )
+
+
+def _killed_with_a_renewal_in_flight(path: Path, until: float, bound: float) -> None:
+    """Worker w holds item a under its session (expiry ``until``) and is killed while a
+    renewal is in flight: the record before sending carries only an upper ``bound``."""
+    recorder = RecordWriter(path, "w")
+    recorder.write("start", until=until, item="a", token=1)
+    recorder.write("renew-sent", until=bound, item="a", token=1)
+    recorder.close()
+
+
+def test_a_killed_workers_holds_end_where_the_taker_found_its_session_expiring(
+    tmp_path: Path,
+) -> None:
+    """The bound of an unanswered renewal is loose (the stamp is taken later, if ever); the
+    taker's end of the session is pinned to the expiry stored then, which is exact."""
+    now = time.time()
+    until, bound = now + 1.0, now + 3.0
+    _killed_with_a_renewal_in_flight(tmp_path / "w.jsonl", until, bound)
+    taker = RecordWriter(tmp_path / "t.jsonl", "t")
+    taker.write("session-ended", lessee="w", session="s-w", until=until)
+    taker.close()
+    history = History()
+    history.poll([tmp_path / "w.jsonl"])
+    history.died("w", now)
+    history.poll([tmp_path / "t.jsonl"])
+    history.holds[("a", 2)] = Hold("a", "t", 2, until + 0.6, until + 5.0)  # the takeover
+    hold = history.holds[("a", 1)]
+    assert hold.end == until, f"the session expired at {until:.3f} on the table: {hold}"
+    assert check_exclusion(history.holds.values()) == []
+
+
+def test_a_takeover_before_the_expiry_the_taker_ended_is_still_an_overlap(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    until = now + 1.0
+    _killed_with_a_renewal_in_flight(tmp_path / "w.jsonl", until, now + 3.0)
+    taker = RecordWriter(tmp_path / "t.jsonl", "t")
+    taker.write("session-ended", lessee="w", session="s-w", until=until)
+    taker.close()
+    history = History()
+    # The taker's record read first this time: the worker is found dead only afterwards.
+    history.poll([tmp_path / "w.jsonl", tmp_path / "t.jsonl"])
+    history.died("w", now)
+    history.holds[("a", 2)] = Hold("a", "t", 2, until - 0.2, until + 5.0)
+    assert history.holds[("a", 1)].end == until
+    problems = check_exclusion(history.holds.values())
+    assert len(problems) == 1 and "started 0.200s before w" in problems[0], problems
+
+
+def test_a_session_ended_under_a_live_worker_leaves_its_holds_to_their_own_end(
+    tmp_path: Path,
+) -> None:
+    """A taker may end the session of a stalled worker that lives on: that worker's holds
+    end when its work stopped, which the check compares with the takeover as it is."""
+    now = time.time()
+    path = tmp_path / "w.jsonl"
+    recorder = RecordWriter(path, "w")
+    recorder.write("start", until=now + 1.0, item="a", token=1)
+    recorder.write("session-ended", lessee="x", session="s-x", until=now)  # someone else's
+    recorder.close()
+    taker = RecordWriter(tmp_path / "t.jsonl", "t")
+    taker.write("session-ended", lessee="w", session="s-w", until=now + 1.0)
+    taker.close()
+    history = History()
+    history.poll([path, tmp_path / "t.jsonl"])
+    assert history.holds[("a", 1)].end is None, "w is alive: its hold has not ended"
+
+
+async def test_the_taker_records_the_expiry_it_ended_a_session_at(
+    client: Any, table_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end on the server: w is killed with a renewal that never landed; the taker
+    ends w's session once it expired and takes the item; the check passes, exactly."""
+    store = _RecordingStore(client, table_name)
+    await store.create_table()
+    path = tmp_path / "w.jsonl"
+    recorder = RecordWriter(path, "w")
+    store.recorder, store.held = recorder, {}
+    session = await store.start_session(LeaseRequest("w", 1))
+    store.hold_started(dataclasses.replace(session, lease_id="a", fencing_token=1))
+
+    in_flight = asyncio.Event()
+
+    async def never_sent(self: LockStore, lease: Lease) -> Lease:
+        in_flight.set()
+        await asyncio.Event().wait()  # killed before the request left the process
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(LockStore, "renew_session", never_sent)
+    renewal = asyncio.create_task(store.renew_session(session))
+    await in_flight.wait()
+    renewal.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await renewal
+    recorder.close()
+    killed_at = time.time()
+    monkeypatch.undo()
+
+    taker_path = tmp_path / "t.jsonl"
+    taker = _RecordingStore(client, table_name)
+    taker.recorder, taker.held = RecordWriter(taker_path, "t"), {}
+    await asyncio.sleep(session.until_ns / 1e9 - time.time() + 0.6)  # expired, past a skew
+    row = await taker.get_session(session.lease_id)
+    assert row is not None and row.until_ns == session.until_ns, row
+    assert await taker.end_expired_session(row)
+    taken_at = time.time()
+    taker.recorder.write("start", until=taken_at + 1, item="a", token=2)
+    taker.recorder.write("end", item="a", token=2, why="released")
+    taker.recorder.close()
+
+    history = History()
+    history.poll([path])
+    history.died("w", killed_at)
+    history.poll([taker_path])
+    expiry = session.until_ns / 1e9
+    assert history.holds[("a", 1)].end == pytest.approx(expiry, abs=1e-6)
+    assert taken_at - expiry > 0.5
+    assert check_exclusion(history.holds.values()) == [], "the takeover came after the expiry"

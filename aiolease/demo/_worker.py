@@ -24,6 +24,7 @@ import threading
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import aiolease
 from aiolease import Lease, LeaseError, LeaseLostError, LeaseRequest, Locker, LockStore
@@ -39,6 +40,9 @@ from ._config import (
     WORK_STEP,
     WORK_STEPS,
 )
+
+if TYPE_CHECKING:
+    from aiolease._types import SessionRow
 
 __all__ = ["worker_cli"]
 
@@ -119,6 +123,19 @@ class _RecordingStore(LockStore):
         for item, token in {**sent, **self.held}.items():
             recorder.write("renew-ok", until=until, item=item, token=token)
         return renewed
+
+    async def end_expired_session(self, row: SessionRow) -> bool:
+        """Record a session this worker ended as a taker, with the expiry the end is pinned
+        to: the dead holder's leases lasted exactly that long (see History.died)."""
+        ended = await super().end_expired_session(row)
+        if ended and self.recorder is not None and row.lessee_id is not None:
+            self.recorder.write(
+                "session-ended",
+                lessee=row.lessee_id,
+                session=row.session_id,
+                until=row.until_ns / 1e9,
+            )
+        return ended
 
     async def renew(self, lease: Lease, until: datetime | None = None) -> Lease:
         recorder = self.recorder

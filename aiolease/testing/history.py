@@ -15,7 +15,12 @@ line is ``{"ev": EVENT, "w": LESSEE, "t": EPOCH_SECONDS, ...}``, where EVENT is 
 - ``renew-sent`` (``item``, ``token``, ``until``): a renewal *about to be sent*, so the
   record is never behind the table; ``renew-ok`` (``until``) or ``renew-failed`` follow
   if its answer arrived;
-- ``end`` (``item``, ``token``, ``why``): its work stopped (before the lease is released).
+- ``end`` (``item``, ``token``, ``why``): its work stopped (before the lease is released);
+- ``session-ended`` (``lessee``, ``session``, ``until``): this worker, a taker, ended
+  ``lessee``'s session, judged expired, by a write pinned to the expiry read (``until``):
+  no renewal of it landed since, nor can one land after. A dead worker's holds under that
+  session (one session per worker) then end at exactly that expiry, whatever bound its
+  unanswered renewals recorded.
 
 All times of one history must come from one clock; across processes of one host,
 ``time.time()`` or ``time.monotonic()``.
@@ -185,6 +190,8 @@ class History:
         self.ready: set[str] = set()
         #: When each worker that holds nothing started looking for an item.
         self.looking: dict[str, float] = {}
+        #: Each worker whose session a taker ended: the expiry stored when it was ended.
+        self.sessions_ended: dict[str, float] = {}
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
 
@@ -220,6 +227,13 @@ class History:
             return
         if event == "looking":
             self.looking[record["w"]] = record["t"]
+            return
+        if event == "session-ended":
+            lessee = str(record["lessee"])
+            self.sessions_ended[lessee] = record["until"]
+            for hold in self.holds.values():
+                if hold.lessee == lessee and hold.died_at is not None:
+                    hold.end = self._death_end(hold, hold.died_at)
             return
         if event == "start":
             self.looking.pop(record["w"], None)
@@ -258,9 +272,19 @@ class History:
         holds = self.open_holds(lessee)
         for hold in holds:
             hold.died_at = at
-            hold.end = max(hold.last_expiry, at)
+            hold.end = self._death_end(hold, at)
             hold.why = "holder died"
         return holds
+
+    def _death_end(self, hold: Hold, died_at: float) -> float:
+        """A dead worker's hold ends at its lease's last expiry: the one its session had when
+        a taker ended it, if one did (exact); else the last its records show (a bound)."""
+        bound = max(hold.last_expiry, died_at)
+        ended = self.sessions_ended.get(hold.lessee)
+        if ended is None:
+            return bound
+        # The taker's record only ever tightens the bound: the expiry it ended lies within it.
+        return min(bound, max(hold.until, ended, died_at))
 
 
 def _ignore(kind: str, hold: Hold) -> None:

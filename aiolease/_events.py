@@ -108,8 +108,8 @@ class RenewalFailed(LeaseEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseAtRisk(LeaseEvent):
-    """Renewals keep failing and less than one renewal attempt of time is left (less than
-    one heartbeat period, or than the wait for the next attempt). Once per renewal."""
+    """Renewals keep failing and the next attempt would be sent with less than one heartbeat
+    period left before the local deadline. Once per renewal."""
 
     time_left: float
     """Seconds until the local deadline."""

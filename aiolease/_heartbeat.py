@@ -174,8 +174,8 @@ class Keeper:
     ) -> None:
         """Renew once, retrying transient failures until the local deadline.
 
-        ``period`` (default: a third of the lease) is the heartbeat's: with less than that
-        (or than the wait for the next attempt) left after a failed attempt, the lease is
+        ``period`` (default: a third of the lease) is the heartbeat's: when a failed attempt
+        leaves less than that to go once the wait for the next attempt is over, the lease is
         reported at risk. ``renew`` is the renewing write (default: the store's).
         """
         lease = hold.lease
@@ -217,10 +217,12 @@ class Keeper:
                 self.events.renewal_failed(
                     lease, attempt, hold.deadline - left - started, left, exc
                 )
-                # At risk: less than one heartbeat period left, or less than the wait for
-                # the next attempt (which may then never be sent).
-                risky = max(period or lease.request.duration / RENEWALS_PER_LEASE, backoff)
-                at_risk = at_risk or self.events.at_risk(lease, left, risky)
+                # At risk: after the wait, the next attempt would be sent with less than one
+                # heartbeat period to go. (Less than the wait alone is too late: a slow next
+                # attempt, a store retrying inside it, or a late wakeup can then run into the
+                # deadline, and the lease is lost without ever having been reported at risk.)
+                every = period or lease.request.duration / RENEWALS_PER_LEASE
+                at_risk = at_risk or self.events.at_risk(lease, left, every + backoff)
                 get_logger().warning(
                     "renewal attempt %d of %s failed (%s); retrying, %.2f s left",
                     attempt,

@@ -15,6 +15,7 @@ import pytest
 
 from aiolease import (
     EventStream,
+    Lease,
     LeaseAcquired,
     LeaseAtRisk,
     LeaseEvent,
@@ -24,12 +25,15 @@ from aiolease import (
     LeaseRenewed,
     LeaseRequest,
     LeaseTakenOver,
+    LeaseUnavailableError,
     Locker,
     LockStore,
     RenewalFailed,
     SessionLost,
 )
+from aiolease import _heartbeat as heartbeat_module
 from aiolease._events import Events
+from aiolease._heartbeat import RETRY_BASE, Hold
 
 from . import faults
 from .faults import FaultyClient
@@ -119,20 +123,55 @@ async def test_failing_renewals_send_renewal_failed_then_at_risk_once_then_lost(
     lefts = [e.time_left for e in failed]
     assert lefts == sorted(lefts, reverse=True), "time left must shrink with each attempt"
     assert len(risky) == 1, f"LeaseAtRisk must come once per renewal: {kinds(seen)}"
-    # Less than one attempt left: under the period, or under the wait for the next attempt
-    # (the backoff, capped at a third of the lease).
-    assert 0 < risky[0].time_left < max(period, 2 / 3)
     at = seen.index(risky[0])
     before = seen[at - 1]
     assert isinstance(before, RenewalFailed) and before.time_left == risky[0].time_left
-    assert all(e.time_left > 2 / 3 for e in failed if seen.index(e) < at - 1), (
-        "an earlier failure already had less than one attempt left"
-    )
+
+    def wait(attempt: int) -> float:
+        """The longest wait after failed attempt ``attempt``: doubling, capped at a third."""
+        return min(RETRY_BASE * 2 ** (attempt - 1), 2 / 3)
+
+    # At risk: after the wait, the next attempt would be sent with under a period to go.
+    assert 0 < risky[0].time_left < period + wait(before.attempt)
+    assert all(
+        e.time_left >= period + wait(e.attempt) for e in failed if e.attempt < before.attempt
+    ), "an earlier failure already left under a period for its next attempt"
     assert kinds(seen).count("LeaseLost") == 1, f"a loss is reported once: {kinds(seen)}"
     lost = next(e for e in seen if isinstance(e, LeaseLost))
     assert lost.reason == "local deadline passed" and lost.new_holder is None
     assert at < seen.index(lost), "at risk comes before the loss"
     assert isinstance(seen[-1], LeaseReleased), "the row was still ours: released on exit"
+
+
+async def test_a_failure_is_at_risk_once_the_next_attempt_would_start_under_a_period_left(
+    faulty_store: tuple[LockStore, FaultyClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = faulty_store
+    locker = Locker(store)
+    keeper = locker._keeper
+    lease = await store.acquire("a", LeaseRequest("w1", 3))
+    # The first wait is then a third of the lease, 1 s, like the period: a failure with 1.5 s
+    # left is more than a period away from the deadline, but the next attempt would be sent
+    # with 0.5-1 s to go, under a period. (A fixed deadline: the test does not wait on it.)
+    monkeypatch.setattr(heartbeat_module, "RETRY_BASE", 1.0)
+    hold = Hold(lease, keeper.clock.monotonic() + 1.5)
+    attempts = 0
+
+    async def renew(lease: Lease) -> Lease:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise LeaseUnavailableError("injected", lease_id=lease.lease_id)
+        raise LeaseLostError("injected", lease_id=lease.lease_id, reason="injected")
+
+    async with locker.events() as stream:
+        with pytest.raises(LeaseLostError):
+            await keeper.renew(hold, 1.0, renew)
+        seen = await until(stream, LeaseLost)
+    assert kinds(seen) == ["RenewalFailed", "LeaseAtRisk", "LeaseLost"], kinds(seen)
+    failed, risky = seen[0], seen[1]
+    assert isinstance(failed, RenewalFailed) and isinstance(risky, LeaseAtRisk)
+    assert failed.attempt == 1 and 1.0 < risky.time_left <= 1.5
 
 
 async def test_a_lease_taken_by_another_is_lost_with_the_new_holder_and_not_released(

@@ -108,8 +108,9 @@ class RenewalFailed(LeaseEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseAtRisk(LeaseEvent):
-    """Renewals keep failing and the next attempt would be sent with less than one heartbeat
-    period left before the local deadline. Once per renewal."""
+    """Renewals keep failing and the next attempt may be sent with less than one heartbeat
+    period left before the local deadline (after the longest wait before it). Once per
+    renewal."""
 
     time_left: float
     """Seconds until the local deadline."""

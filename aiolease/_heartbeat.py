@@ -175,8 +175,9 @@ class Keeper:
         """Renew once, retrying transient failures until the local deadline.
 
         ``period`` (default: a third of the lease) is the heartbeat's: when a failed attempt
-        leaves less than that to go once the wait for the next attempt is over, the lease is
-        reported at risk. ``renew`` is the renewing write (default: the store's).
+        may leave less than that to go once the wait for the next attempt is over (at its
+        longest), the lease is reported at risk. ``renew`` is the renewing write (default:
+        the store's).
         """
         lease = hold.lease
         renew = self.store.renew if renew is None else renew
@@ -217,8 +218,9 @@ class Keeper:
                 self.events.renewal_failed(
                     lease, attempt, hold.deadline - left - started, left, exc
                 )
-                # At risk: after the wait, the next attempt would be sent with less than one
-                # heartbeat period to go. (Less than the wait alone is too late: a slow next
+                # At risk: after the longest wait (the sleep below is jittered, from half of
+                # it), the next attempt would be sent with less than one heartbeat period to
+                # go. (Less than the wait alone is too late: a slow next
                 # attempt, a store retrying inside it, or a late wakeup can then run into the
                 # deadline, and the lease is lost without ever having been reported at risk.)
                 every = period or lease.request.duration / RENEWALS_PER_LEASE

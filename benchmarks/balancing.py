@@ -6,8 +6,8 @@
 - convergence: 8 workers on 200 items; a 9th joins, then one leaves gracefully, then one is
   frozen (its calls hang: a SIGKILL as far as the table knows); the time until max-min <= 1,
   in wait periods, items per worker sampled every 50 ms (the chart), the handoff latency
-  (an item released by one worker to its next holder) and the overlaps found by the
-  history checker.
+  (an item released by one worker to its next holder), the overlaps found by the history
+  checker, and first the wall time of one pool read (a consistent scan) on the idle server.
 - on_request: handoff on request (docs/balancing.md). "join": 8 workers balanced on 200
   items, a 9th joins and finds nothing free, so it asks; "pinned": 40 items of which 16
   are held by single leases (no session, so no share: never free to a worker), 3 workers
@@ -35,6 +35,7 @@ from aiolease import (
     LeaseRequest,
     Locker,
     LockStore,
+    SessionLost,
     draining,
 )
 from aiolease.testing.history import Hold, check_exclusion
@@ -78,6 +79,7 @@ class _Pool:
         self.frozen: dict[str, _Frozen] = {}
         self.samples: list[tuple[float, dict[str, int]]] = []
         self.events: list[tuple[str, float, HandoffEvent]] = []  # (worker, monotonic, event)
+        self.sessions_lost = 0
 
     def start(self, name: str) -> None:
         self.holding[name] = set()
@@ -91,6 +93,8 @@ class _Pool:
         def heard(event: LeaseEvent) -> None:
             if isinstance(event, HandoffEvent):
                 self.events.append((name, time.monotonic(), event))
+            elif isinstance(event, SessionLost) and not self.frozen[name].frozen:
+                self.sessions_lost += 1
 
         locker.add_listener(heard)
 
@@ -177,6 +181,9 @@ async def race(endpoint_url: str, workers: int = 20, items: int = 200) -> dict[s
         for name in list(pool.tasks):  # (the stops' drains and takeovers are not counted)
             await pool.stop(name)
     return {
+        # Sessions lost during the race or the stops (one by one, each worker's items taken
+        # by the others): their renewals queued behind the others' scans.
+        "sessions_lost": pool.sessions_lost,
         "workers": workers,
         "items": items,
         "obtained": obtained,
@@ -189,6 +196,19 @@ async def race(endpoint_url: str, workers: int = 20, items: int = 200) -> dict[s
     }
 
 
+async def _read_cost(raw: Any, table: str, reads: int = 20) -> dict[str, float]:
+    """Wall time of one balancer's pool read (one consistent scan) on the idle server: what
+    every worker pays each wait period, and what saturates a slow server first."""
+    store = LockStore(raw, table)
+    await store.read_pool()  # (connection set up, not counted)
+    took = []
+    for _ in range(reads):
+        start = time.perf_counter()
+        await store.read_pool()
+        took.append(time.perf_counter() - start)
+    return summary(took)
+
+
 async def convergence(
     endpoint_url: str, workers: int = 8, items: int = 200, wait: float = 1.0
 ) -> dict[str, Any]:
@@ -196,6 +216,7 @@ async def convergence(
     duration = 6 * wait
     async with open_client(endpoint_url) as raw:
         table = await _fresh(raw, "balance-conv", items)
+        reads = await _read_cost(raw, table)
         pool = _Pool(raw, table, wait=wait, duration=duration)
         began = time.monotonic()
         sampler = asyncio.create_task(pool.sample(began))
@@ -225,6 +246,7 @@ async def convergence(
         "seconds": phases,
         "wait_periods": {k: v / wait for k, v in phases.items()},
         "handoff_latency_s": summary(pool.handoffs),
+        "pool_read_s": reads,
         "overlaps": len(check_exclusion(pool.holds)),
         "samples": pool.samples,
     }
@@ -393,6 +415,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             "-",
             "-",
         ),
+        *_read_rows(c),
         (
             "serve(): handoff latency, release to the next holder, median (p99)",
             f"{c['handoff_latency_s']['median'] * 1000:.0f} ms "
@@ -409,6 +432,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             for row in _ask_rows(phase, asks[phase], heartbeat)
         ),
         (
+            f"serve(): sessions lost in the race of {r['workers']} workers and their stops",
+            str(r.get("sessions_lost", "-")),
+            "-",
+            "-",
+            "0",
+            "yes" if r.get("sessions_lost", 0) == 0 else "NO",
+        ),
+        (
             "serve(): overlaps found by the history checker",
             str(overlaps),
             "0",
@@ -416,6 +447,23 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             "0",
             "yes" if overlaps == 0 else "NO",
         ),
+    ]
+
+
+def _read_rows(c: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """The pool read's cost, when measured (results of older runs lack it)."""
+    if "pool_read_s" not in c:
+        return []
+    read = c["pool_read_s"]
+    return [
+        (
+            f"serve(): one pool read ({c['items']} items, idle server), median (p99)",
+            f"{read['median'] * 1000:.0f} ms ({read['p99'] * 1000:.0f} ms)",
+            "-",
+            "-",
+            "-",
+            "-",
+        )
     ]
 
 

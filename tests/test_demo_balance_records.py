@@ -119,7 +119,7 @@ def _killed_with_a_renewal_in_flight(path: Path, until: float, bound: float) -> 
     """Worker w holds item a under its session (expiry ``until``) and is killed while a
     renewal is in flight: the record before sending carries only an upper ``bound``."""
     recorder = RecordWriter(path, "w")
-    recorder.write("start", until=until, item="a", token=1)
+    recorder.write("start", until=until, item="a", token=1, session="s-w")
     recorder.write("renew-sent", until=bound, item="a", token=1)
     recorder.close()
 
@@ -172,7 +172,7 @@ def test_a_session_ended_under_a_live_worker_leaves_its_holds_to_their_own_end(
     now = time.time()
     path = tmp_path / "w.jsonl"
     recorder = RecordWriter(path, "w")
-    recorder.write("start", until=now + 1.0, item="a", token=1)
+    recorder.write("start", until=now + 1.0, item="a", token=1, session="s-w")
     recorder.write("session-ended", lessee="x", session="s-x", until=now)  # someone else's
     recorder.close()
     taker = RecordWriter(tmp_path / "t.jsonl", "t")
@@ -181,6 +181,54 @@ def test_a_session_ended_under_a_live_worker_leaves_its_holds_to_their_own_end(
     history = History()
     history.poll([path, tmp_path / "t.jsonl"])
     assert history.holds[("a", 1)].end is None, "w is alive: its hold has not ended"
+
+
+def test_the_end_of_an_earlier_session_of_the_same_name_leaves_a_later_one_alone(
+    tmp_path: Path,
+) -> None:
+    """A name can come back under a new session: a taker's end of the old one says nothing
+    of the new one's leases, which keep the bound of their unanswered renewal."""
+    now = time.time()
+    until, bound = now + 1.0, now + 3.0
+    path = tmp_path / "w.jsonl"
+    taker = RecordWriter(tmp_path / "t.jsonl", "t")
+    taker.write("session-ended", lessee="w", session="s-w-old", until=now - 5.0)
+    taker.close()
+    recorder = RecordWriter(path, "w")
+    recorder.write("start", until=until, item="a", token=5, session="s-w-new")
+    recorder.write("renew-sent", until=bound, item="a", token=5)
+    recorder.close()
+    history = History()
+    history.poll([tmp_path / "t.jsonl", path])
+    history.died("w", now)
+    assert history.holds[("a", 5)].end == bound
+    # A takeover before that bound may have overlapped a renewal that landed: flagged.
+    history.holds[("a", 6)] = Hold("a", "x", 6, until + 0.5, until + 5.0)
+    assert len(check_exclusion(history.holds.values())) == 1
+
+
+def test_of_two_records_for_one_session_the_later_expiry_counts_in_any_order(
+    tmp_path: Path,
+) -> None:
+    """Two takers may both report ending one session (a retried write finds the other's
+    tombstone), one with an expiry read before a renewal: the later one is the session's."""
+    now = time.time()
+    until = now + 1.0
+    for order in ((0, 1), (1, 0)):
+        _killed_with_a_renewal_in_flight(tmp_path / "w.jsonl", until, now + 3.0)
+        paths = []
+        for n, expiry in enumerate((until, until + 0.5)):
+            paths.append(tmp_path / f"t{n}.jsonl")
+            taker = RecordWriter(paths[-1], f"t{n}")
+            taker.write("session-ended", lessee="w", session="s-w", until=expiry)
+            taker.close()
+        history = History()
+        history.poll([tmp_path / "w.jsonl"])
+        history.died("w", now)
+        history.poll([paths[i] for i in order])
+        assert history.holds[("a", 1)].end == until + 0.5, order
+        for path in (tmp_path / "w.jsonl", *paths):
+            path.unlink()
 
 
 async def test_the_taker_records_the_expiry_it_ended_a_session_at(

@@ -65,6 +65,8 @@ class _RecordingStore(LockStore):
     recorder: RecordWriter | None = None
     #: --balance: the items held under the session now, and their fencing tokens.
     held: dict[str, int]
+    #: --balance: the key of this worker's session (its items' records name it).
+    session_key: str | None = None
     #: --balance: set once the worker is stopping (its items drain because of that).
     stopping = False
     #: --balance: the latest expiry a session renewal returned (one session per worker).
@@ -83,9 +85,19 @@ class _RecordingStore(LockStore):
         assert recorder is not None
         where = {"item": lease.lease_id, "token": lease.fencing_token}
         self.held[lease.lease_id] = lease.fencing_token
-        recorder.write("start", until=max(lease.until_ns / 1e9, self._renewed_until), **where)
+        recorder.write(
+            "start",
+            until=max(lease.until_ns / 1e9, self._renewed_until),
+            session=self.session_key,
+            **where,
+        )
         if self._in_flight:
             recorder.write("renew-sent", until=max(self._in_flight), **where)
+
+    async def start_session(self, request: LeaseRequest) -> Lease:
+        session = await super().start_session(request)
+        self.session_key = session.lease_id
+        return session
 
     async def renew_session(self, session: Lease) -> Lease:
         """Record the renewal for every item the session holds: their leases move with it."""

@@ -10,7 +10,8 @@ Workers in other processes record their holds as JSON lines with :class:`RecordW
 line is ``{"ev": EVENT, "w": LESSEE, "t": EPOCH_SECONDS, ...}``, where EVENT is one of
 
 - ``ready``, ``looking``: the worker is connected; holds nothing and looks for an item;
-- ``start`` (``item``, ``token``, ``until``): its work under a new lease began;
+- ``start`` (``item``, ``token``, ``until``, and ``session`` for an item held under a
+  session: the session row's key): its work under a new lease began;
 - ``tick`` (``item``, ``token``, ``step``, ``of``): progress, for display;
 - ``renew-sent`` (``item``, ``token``, ``until``): a renewal *about to be sent*, so the
   record is never behind the table; ``renew-ok`` (``until``) or ``renew-failed`` follow
@@ -19,8 +20,8 @@ line is ``{"ev": EVENT, "w": LESSEE, "t": EPOCH_SECONDS, ...}``, where EVENT is 
 - ``session-ended`` (``lessee``, ``session``, ``until``): this worker, a taker, ended
   ``lessee``'s session, judged expired, by a write pinned to the expiry read (``until``):
   no renewal of it landed since, nor can one land after. A dead worker's holds under that
-  session (one session per worker) then end at exactly that expiry, whatever bound its
-  unanswered renewals recorded.
+  session (as their ``start`` named it) then end at exactly that expiry, whatever bound its
+  unanswered renewals recorded; of two such records for one session, the later expiry.
 
 All times of one history must come from one clock; across processes of one host,
 ``time.time()`` or ``time.monotonic()``.
@@ -70,6 +71,7 @@ class Hold:
     until: float = 0.0
     why: str = ""
     pending: float = 0.0
+    session: str | None = None
     died_at: float | None = None
     step: int = 0
     steps: int = 0
@@ -190,7 +192,7 @@ class History:
         self.ready: set[str] = set()
         #: When each worker that holds nothing started looking for an item.
         self.looking: dict[str, float] = {}
-        #: Each worker whose session a taker ended: the expiry stored when it was ended.
+        #: Each session a taker ended (by session key): the expiry stored when it was ended.
         self.sessions_ended: dict[str, float] = {}
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
@@ -229,15 +231,26 @@ class History:
             self.looking[record["w"]] = record["t"]
             return
         if event == "session-ended":
-            lessee = str(record["lessee"])
-            self.sessions_ended[lessee] = record["until"]
+            # Keyed by session, not lessee: a name may come back under a new session, and
+            # an older session's end says nothing of the newer one's leases. The later
+            # expiry wins: a taker whose write was retried may report an earlier read.
+            session = str(record["session"])
+            ended = self.sessions_ended.get(session, record["until"])
+            self.sessions_ended[session] = max(ended, record["until"])
             for hold in self.holds.values():
-                if hold.lessee == lessee and hold.died_at is not None:
+                if hold.session == session and hold.died_at is not None:
                     hold.end = self._death_end(hold, hold.died_at)
             return
         if event == "start":
             self.looking.pop(record["w"], None)
-            hold = Hold(key[0], record["w"], key[1], record["t"], until=record["until"])
+            hold = Hold(
+                key[0],
+                record["w"],
+                key[1],
+                record["t"],
+                until=record["until"],
+                session=record.get("session"),
+            )
             self.holds[key] = hold
             on_event("start", hold)
             return
@@ -279,12 +292,12 @@ class History:
     def _death_end(self, hold: Hold, died_at: float) -> float:
         """A dead worker's hold ends at its lease's last expiry: the one its session had when
         a taker ended it, if one did (exact); else the last its records show (a bound)."""
-        bound = max(hold.last_expiry, died_at)
-        ended = self.sessions_ended.get(hold.lessee)
+        ended = None if hold.session is None else self.sessions_ended.get(hold.session)
         if ended is None:
-            return bound
-        # The taker's record only ever tightens the bound: the expiry it ended lies within it.
-        return min(bound, max(hold.until, ended, died_at))
+            return max(hold.last_expiry, died_at)
+        # Exact: the end was pinned to this expiry, so no renewal landed after it. (Not
+        # capped by the recorded bound: where the two disagree, the bound was wrong.)
+        return max(hold.until, ended, died_at)
 
 
 def _ignore(kind: str, hold: Hold) -> None:

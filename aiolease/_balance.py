@@ -42,27 +42,10 @@ SETTLE_READS = 3
 # Below its share with nothing to take, a worker looks again after this fraction of the
 # wait period (its items are on their way: workers above their share are draining them).
 SHORT_FRACTION = 0.25
-# Never pause for less than this many times the last pool read took: reads then take at most
-# a third of a worker's time. A slow read means a loaded server (or a throttled table), and
-# looking more often would only queue more scans ahead of the session renewals: 20 workers
-# at a 1 s wait period ask a moto server (74 ms a scan of 200 rows) for 1.6 s of scans a
-# second, and all 20 sessions were lost a few seconds after the pool was balanced.
-READ_PACE = 2.0
-READ_PACE_MAX_PERIODS = 4.0  # (a read that timed out does not pause a worker for minutes)
 # After its work failed, an item is left alone for a wait period, doubling up to this.
 MAX_FAILURE_PAUSE = 60.0
 
 _DRAINING: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("aiolease_draining")
-
-
-def next_look(wait_period: float, *, short: bool, read_took: float) -> float:
-    """Seconds until a worker's next look at the pool (before jitter): a wait period, a
-    quarter of one when short of its share with nothing to take (items are being drained by
-    workers above their share); and at least ``READ_PACE`` times what its last pool read
-    took (up to a few wait periods), so that a loaded server sees fewer scans, not more."""
-    pause = wait_period * (SHORT_FRACTION if short else 1.0)
-    paced = min(READ_PACE * read_took, READ_PACE_MAX_PERIODS * wait_period)
-    return max(pause, paced)
 
 
 def draining() -> asyncio.Event:
@@ -154,7 +137,6 @@ class Balancer:
         self._not_before: dict[str, float] = {}
         self._handoffs = Handoffs(session, self._wait, self._grace)
         self._short_since: float | None = None  # loop time since when short with nothing free
-        self._read_took = 0.0  # seconds the last pool read took (loop clock)
 
     @property
     def held(self) -> list[str]:
@@ -171,8 +153,10 @@ class Balancer:
                         short = await self.step(tg)
                     except LeaseUnavailableError as exc:
                         get_logger().warning("balancing %s: %s", self._session.lessee_id, exc)
+                    # Short of its share with nothing to take: items are being handed over
+                    # (drained by workers above their share), so look again sooner.
+                    pause = self._wait * (SHORT_FRACTION if short else 1.0)
                     # Jitter down: workers that started together drift apart.
-                    pause = next_look(self._wait, short=short, read_took=self._read_took)
                     await asyncio.sleep(pause * random.uniform(0.8, 1.0))
             except asyncio.CancelledError:
                 # Our unanswered requests go while the items drain (shielded, bounded: the
@@ -189,12 +173,7 @@ class Balancer:
     async def read(self) -> View:
         """The pool and the live sessions (clock rule), from one consistent scan."""
         store = self._session._store
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            items, sessions, handoffs = await store.read_pool()
-        finally:
-            self._read_took = loop.time() - started
+        items, sessions, handoffs = await store.read_pool()
         cutoff = store.clock.wall_ns() - int(self._skew * 1e9)
         live = sorted(r.session_id for r in sessions if not r.ended and r.until_ns >= cutoff)
         return View(items, live, handoffs)

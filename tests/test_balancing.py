@@ -21,7 +21,7 @@ import pytest
 
 import aiolease
 from aiolease import Lease, LeaseRequest, Locker, LockStore
-from aiolease._balance import fair_share, next_look, plan
+from aiolease._balance import fair_share, plan
 
 from .history import Hold, check_history
 
@@ -50,17 +50,6 @@ def test_the_plan_gives_each_member_its_share_and_every_item_once() -> None:
     assert set(counts.values()) == {10}, counts
     # The same inputs in another order: the same plan (each worker computes it alone).
     assert plan(reversed(items), list(reversed(members))) == assigned
-
-
-def test_the_next_look_is_paced_by_the_last_read() -> None:
-    # A quick read: a wait period, or a quarter of one when short.
-    assert next_look(1.0, short=False, read_took=0.01) == 1.0
-    assert next_look(1.0, short=True, read_took=0.01) == 0.25
-    # A slow read (a loaded server): twice its time, so that reads take at most a third.
-    assert next_look(1.0, short=True, read_took=0.3) == pytest.approx(0.6)
-    assert next_look(1.0, short=False, read_took=0.8) == pytest.approx(1.6)
-    # A read that hung for a minute does not pause the worker for two.
-    assert next_look(1.0, short=True, read_took=60.0) == 4.0
 
 
 # -- workers -----------------------------------------------------------------------------------
@@ -215,59 +204,6 @@ async def test_max_leases_caps_a_worker(pool: tuple[Pool, list[str]]) -> None:
     await p.until(lambda: p.counts() == [2], 2.0, "a capped worker")
     await asyncio.sleep(3 * WAIT)  # it must not creep above its cap
     assert p.counts() == [2]
-
-
-class SlowScans:
-    """A client whose scans take ``delay`` seconds more (a loaded server), noting when each
-    scan was sent."""
-
-    def __init__(self, client: Any, delay: float) -> None:
-        self.client = client
-        self.delay = delay
-        self.sent: list[float] = []
-
-    def __getattr__(self, name: str) -> Any:
-        call = getattr(self.client, name)
-        if name != "scan":
-            return call
-
-        async def slow(**kwargs: Any) -> Any:
-            self.sent.append(time.monotonic())
-            await asyncio.sleep(self.delay)
-            return await call(**kwargs)
-
-        return slow
-
-
-async def test_a_worker_on_a_slow_server_reads_the_pool_less_often(
-    client: Any, table_name: str
-) -> None:
-    # Short of its share with nothing to take (every item held by a single lease), a worker
-    # would look every quarter of its 1 s wait period; with reads taking 0.3 s it waits at
-    # least twice that between them (times the jitter, 0.8), so that it does not add to
-    # the server's queue faster than the server answers.
-    setup = LockStore(client, table_name)
-    await setup.create_table()
-    outsider = Locker(setup)
-    slow = SlowScans(client, delay=0.3)
-    p = Pool(client, table_name)
-    async with contextlib.AsyncExitStack() as stack:
-        for n in range(2):
-            await setup.add_item(f"pinned-{n}")
-            await stack.enter_async_context(
-                outsider.lease(LeaseRequest("outsider", 30.0), f"pinned-{n}")
-            )
-        try:
-            p.start("w0", client=slow, wait_period=1.0)
-            await p.until(lambda: len(slow.sent) >= 7, 15.0, "7 reads")
-        finally:
-            await p.aclose()
-    # (The first two reads are a membership change and its confirmation, 0.2 s apart.)
-    gaps = [b - a for a, b in zip(slow.sent[1:], slow.sent[2:], strict=False)]
-    assert len(gaps) >= 5
-    assert min(gaps) >= 0.3 + 0.8 * 2 * 0.3 - 0.02, gaps
-    assert p.counts() == [] and not p.holds, "it took a live lease"
-    await setup.aclose()
 
 
 class Frozen:

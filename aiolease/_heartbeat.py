@@ -220,9 +220,9 @@ class Keeper:
                 )
                 # At risk: after the longest wait (the sleep below is jittered, from half of
                 # it), the next attempt would be sent with less than one heartbeat period to
-                # go. (Less than the wait alone is too late: a slow next
-                # attempt, a store retrying inside it, or a late wakeup can then run into the
-                # deadline, and the lease is lost without ever having been reported at risk.)
+                # go. (Less than the wait alone is too late: a slow next attempt, a store
+                # retrying inside it, or a late wakeup can then run into the deadline, and
+                # the lease is lost without ever having been reported at risk.)
                 every = period or lease.request.duration / RENEWALS_PER_LEASE
                 at_risk = at_risk or self.events.at_risk(lease, left, every + backoff)
                 get_logger().warning(

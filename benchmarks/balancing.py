@@ -182,7 +182,7 @@ async def race(endpoint_url: str, workers: int = 20, items: int = 200) -> dict[s
             await pool.stop(name)
     return {
         # Sessions lost during the race or the stops (one by one, each worker's items taken
-        # by the others): their renewals queued behind the others' scans.
+        # by the others); on moto most runs lose some, cause open (docs/performance.md).
         "sessions_lost": pool.sessions_lost,
         "workers": workers,
         "items": items,

@@ -377,9 +377,11 @@ async def ls(
 async def test_ls_shows_items_and_ls_sessions_shows_the_sessions(
     dynamodb_endpoint: str, store: LockStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # No heartbeat renews this session: it must outlive four CLI runs on a loaded machine.
+    long = LeaseRequest(A.lessee_id, 30)
     await store.add_item("a")
-    session = await store.start_session(A)
-    await store.acquire("a", A, session=session)
+    session = await store.start_session(long)
+    await store.acquire("a", long, session=session)
     await store.end_session(await store.start_session(B))
 
     lines = (await ls(store, dynamodb_endpoint, capsys)).splitlines()
@@ -394,7 +396,7 @@ async def test_ls_shows_items_and_ls_sessions_shows_the_sessions(
     assert states == {"worker-a": "live", "worker-b": "ended"}, lines
     rows = json.loads(await ls(store, dynamodb_endpoint, capsys, "--sessions", "--json"))
     live = next(r for r in rows if r["holder"] == "worker-a")
-    assert live["session"] == session.lease_id and 0 < live["expires_in"] <= A.duration
+    assert live["session"] == session.lease_id and 0 < live["expires_in"] <= long.duration
 
 
 async def test_the_go_style_lease_never_renews_an_item_held_under_a_session(
